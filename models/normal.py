@@ -1,0 +1,120 @@
+"""BN1 (SPEC §5): mean and precision of a metric by BayesPy VB, and the atypical rule mu ± 2 sigma.
+
+The mean-field VB posterior of this network depends on the data only through (n, sum x, sum x²),
+so :meth:`partial_fit` keeps those sufficient statistics and re-solves the same VB fixed point in
+closed form: an exact online update of the batch posterior, cheap enough for the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class NormalPopulation:
+    """q(mu) = N(m, 1/beta), q(tau) = Gamma(a, b); priors mu ~ N(0, 1e6), tau ~ Gamma(1e-6, 1e-6)"""
+
+    mu_mean0: float = 0.0
+    mu_precision0: float = 1e-6
+    tau_shape0: float = 1e-6
+    tau_rate0: float = 1e-6
+    max_iter: int = 1000
+    tol: float = 1e-5
+    n_sigma: float = 2.0
+    # Sufficient statistics and posterior
+    n: int = 0
+    sum_x: float = 0.0
+    sum_x2: float = 0.0
+    m: float = 0.0
+    beta: float = 1e-6
+    a: float = 1e-6
+    b: float = 1e-6
+    lower_bound: float | None = None
+    iterations: int = 0
+    version: int = 0
+
+    def fit(self, x: np.ndarray) -> NormalPopulation:
+        """Batch VB with BayesPy (the original network), then keep the sufficient statistics."""
+        from bayespy.inference import VB
+        from bayespy.nodes import Gamma, GaussianARD
+
+        x = np.asarray(x, dtype=float).ravel()
+        x = x[np.isfinite(x)]
+        if x.size < 2:
+            raise ValueError("need at least two finite values")
+        mu = GaussianARD(self.mu_mean0, self.mu_precision0)
+        tau = Gamma(self.tau_shape0, self.tau_rate0)
+        y = GaussianARD(mu, tau, plates=(x.size,))
+        y.observe(x)
+        q = VB(y, mu, tau)
+        q.update(repeat=self.max_iter, tol=self.tol, verbose=False)
+        self.n, self.sum_x, self.sum_x2 = int(x.size), float(x.sum()), float((x * x).sum())
+        mu_u, tau_u = mu.get_moments(), tau.get_moments()
+        self.m = float(mu_u[0])
+        self.beta = 1.0 / float(mu_u[1] - mu_u[0] ** 2)
+        e_tau = float(tau_u[0])
+        self.a = self.tau_shape0 + 0.5 * self.n
+        self.b = self.a / e_tau
+        self.lower_bound = float(q.L[q.iter - 1])
+        self.iterations = int(q.iter)
+        self.version += 1
+        return self
+
+    def partial_fit(self, x: np.ndarray) -> NormalPopulation:
+        """Add observations and re-solve the VB fixed point from the sufficient statistics."""
+        x = np.asarray(x, dtype=float).ravel()
+        x = x[np.isfinite(x)]
+        self.n += int(x.size)
+        self.sum_x += float(x.sum())
+        self.sum_x2 += float((x * x).sum())
+        self._solve()
+        return self
+
+    def _solve(self) -> None:
+        e_tau = self.a / self.b if self.b > 0 else 1.0
+        for iteration in range(1, self.max_iter + 1):
+            self.iterations = iteration
+            self.beta = self.mu_precision0 + self.n * e_tau
+            self.m = (self.mu_precision0 * self.mu_mean0 + e_tau * self.sum_x) / self.beta
+            self.a = self.tau_shape0 + 0.5 * self.n
+            sq = self.sum_x2 - 2 * self.m * self.sum_x + self.n * (self.m**2 + 1 / self.beta)
+            self.b = self.tau_rate0 + 0.5 * sq
+            new = self.a / self.b
+            if abs(new - e_tau) <= 1e-12 * abs(new):
+                break
+            e_tau = new
+
+    @property
+    def mean(self) -> float:
+        """E[mu]."""
+        return self.m
+
+    @property
+    def precision(self) -> float:
+        """E[tau]."""
+        return self.a / self.b
+
+    @property
+    def sigma(self) -> float:
+        return math.sqrt(1.0 / self.precision)
+
+    @property
+    def band(self) -> tuple[float, float]:
+        return self.m - self.n_sigma * self.sigma, self.m + self.n_sigma * self.sigma
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """True where the value is atypical: outside E[mu] ± 2 sigma."""
+        lo, hi = self.band
+        x = np.asarray(x, dtype=float)
+        return (x < lo) | (x > hi)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "normal_population", **vars(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NormalPopulation:
+        return cls(**{k: v for k, v in d.items() if k != "kind"})

@@ -1,0 +1,158 @@
+"""Simulated site traffic: new users, page views whose averages converge to each user's generated
+profile, and comments (spam and ham). Deterministic for a given seed."""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from producers.population import Population, generate
+from streams import topics as t
+from streams.records import PAGE_TYPES
+
+# Gamma shape of a page view's seconds: positive, mean exactly the target, sd = mean / 5.
+SHAPE = 25.0
+HAM = (
+    "Great song, I listen to it every day",
+    "This video brings back so many memories",
+    "Who is watching this in {year}?",
+    "The chorus at {minute}:{second:02d} is amazing",
+    "I love the dancing in this one",
+    "My little brother sings this all the time",
+)
+SPAM = (
+    "Check out my channel for free gift cards http://free-{n}.example",
+    "Subscribe to me and I will subscribe back!!! {n}",
+    "Make ${n} a day working from home, click here",
+    "Please visit my page and like my new video {n}",
+    "FREE iPhone giveaway, go to www.win-{n}.example now",
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    topic: str
+    key: str
+    value: dict
+
+
+def load_comment_corpus(path: str | Path) -> list[tuple[str, bool]]:
+    """(text, is_spam) pairs from a YouTube Spam Collection CSV (CONTENT, CLASS columns)."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        return [
+            (row["CONTENT"].rstrip("\ufeff"), row["CLASS"] == "1") for row in csv.DictReader(fh)
+        ]
+
+
+class Traffic:
+    """An endless, seeded stream of site events drawn from a :class:`Population`."""
+
+    def __init__(
+        self,
+        population: Population,
+        seed: int = 0,
+        comments_per_event: float = 0.0,
+        corpus: list[tuple[str, bool]] | None = None,
+    ) -> None:
+        self.population = population
+        self.rng = np.random.default_rng(seed)
+        self.comments_per_event = comments_per_event
+        self.corpus = corpus
+        self.ids = population.user_ids()
+        n = population.size
+        self.share_a = np.where(
+            population.visits_pages > 0,
+            population.visits_pages_a / np.maximum(population.visits_pages, 1),
+            0.4,
+        )
+        # Mean seconds on pages other than A so the all-pages mean converges to avg_time_pages.
+        other = (population.avg_time_pages - self.share_a * population.avg_time_pages_a) / (
+            1 - self.share_a
+        )
+        self.mean_a = np.maximum(population.avg_time_pages_a, 0.5)
+        self.mean_other = np.maximum(other, 0.5)
+        self.n = n
+        self.comment_seq = 0
+
+    def new_users(self) -> Iterator[Event]:
+        p = self.population
+        for i, uid in enumerate(self.ids):
+            value = {
+                "user_id": uid,
+                "age": int(p.age[i]),
+                "sex": "F" if p.sex[i] else "M",
+                "avg1": float(p.avg1[i]),
+            }
+            yield Event(t.NEW_USERS, uid, value)
+
+    def page_view(self) -> Event:
+        i = int(self.rng.integers(self.n))
+        if self.rng.random() < self.share_a[i]:
+            page, mean = "A", self.mean_a[i]
+        else:
+            page, mean = PAGE_TYPES[1 + int(self.rng.integers(9))], self.mean_other[i]
+        seconds = float(self.rng.gamma(SHAPE, mean / SHAPE))
+        uid = self.ids[i]
+        return Event(t.PAGE_TIMES, uid, {"user_id": uid, "page_type": page, "seconds": seconds})
+
+    def comment(self) -> Event:
+        self.comment_seq += 1
+        cid = f"c{self.comment_seq}"
+        uid = self.ids[int(self.rng.integers(self.n))]
+        if self.corpus:
+            text, spam = self.corpus[int(self.rng.integers(len(self.corpus)))]
+        else:
+            spam = bool(self.rng.random() < 0.5)
+            template = (SPAM if spam else HAM)[int(self.rng.integers(len(SPAM if spam else HAM)))]
+            text = template.format(
+                n=int(self.rng.integers(1000)),
+                year=2020 + int(self.rng.integers(7)),
+                minute=int(self.rng.integers(4)),
+                second=int(self.rng.integers(60)),
+            )
+        return Event(t.COMMENTS, cid, {"comment_id": cid, "user_id": uid, "text": text})
+
+    def events(self) -> Iterator[Event]:
+        """New-user events for the whole population first, then page views and comments."""
+        yield from self.new_users()
+        while True:
+            yield self.page_view()
+            if self.comments_per_event and self.rng.random() < self.comments_per_event:
+                yield self.comment()
+
+
+def simulate(
+    send: callable,  # type: ignore[valid-type]
+    users: int = 200,
+    rate: float = 100.0,
+    comments_rate: float = 0.0,
+    duration: float | None = None,
+    seed: int = 0,
+    corpus: list[tuple[str, bool]] | None = None,
+    should_stop: callable = lambda: False,  # type: ignore[valid-type]
+) -> int:
+    """Send events at about `rate` page views per second; return how many were sent."""
+    traffic = Traffic(
+        generate(users),
+        seed=seed,
+        comments_per_event=comments_rate / rate if rate else 0,
+        corpus=corpus,
+    )
+    start = time.monotonic()
+    sent = views = 0
+    for event in traffic.events():
+        if should_stop() or (duration is not None and time.monotonic() - start >= duration):
+            break
+        send(event)
+        sent += 1
+        if event.topic == t.PAGE_TIMES:
+            views += 1
+            ahead = views / rate - (time.monotonic() - start) if rate else 0
+            if ahead > 0:
+                time.sleep(ahead)
+    return sent

@@ -1,0 +1,79 @@
+"""The Faust app (faust's project layout: ``streams.app:app``) and the contract's topics."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+import faust
+
+from streams import topics as t
+from streams.settings import Settings
+
+settings = Settings.from_env()
+
+
+def _credentials(s: Settings) -> Any:
+    context = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
+    if s.kafka_sasl_mechanism:
+        return faust.SASLCredentials(
+            username=s.kafka_sasl_username,
+            password=s.kafka_sasl_password,
+            mechanism=s.kafka_sasl_mechanism,
+            ssl_context=context if s.kafka_security_protocol == "SASL_SSL" else None,
+        )
+    if s.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return None
+
+
+def make_app(s: Settings) -> faust.App:
+    """Build the app; consumer-group timings are short so a worker processes within seconds."""
+    extra: dict[str, Any] = {}
+    if s.kafka_embedded:
+        extra["producer_max_batch_size"] = 1
+    return faust.App(
+        s.app_id,
+        broker=";".join(f"kafka://{h}" for h in s.bootstrap_servers) or "kafka://127.0.0.1:9092",
+        broker_credentials=_credentials(s),
+        store=s.store,
+        datadir=s.data_dir,
+        web_port=s.web_port,
+        web_bind=s.web_host,
+        canonical_url=f"http://{_advertised_host(s)}:{s.web_port}",
+        topic_partitions=s.partitions,
+        processing_guarantee=s.processing_guarantee,
+        broker_session_timeout=s.broker_session_timeout,
+        broker_heartbeat_interval=s.broker_heartbeat_interval,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        autodiscover=False,
+        web_cors_options=None,
+        **extra,
+    )
+
+
+def _advertised_host(s: Settings) -> str:
+    """Where other workers reach this one (faust routes table requests there)."""
+    return socket.gethostname() if s.web_host == "0.0.0.0" else s.web_host
+
+
+app = make_app(settings)
+
+
+def raw_topic(name: str, **kwargs: Any) -> faust.TopicT:
+    """A contract topic read and written as raw bytes: agents validate values themselves."""
+    return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw", **kwargs)
+
+
+page_times_topic = raw_topic(t.PAGE_TIMES)
+new_users_topic = raw_topic(t.NEW_USERS)
+cluster_assignments_topic = raw_topic(t.CLUSTER_ASSIGNMENTS)
+comments_topic = raw_topic(t.COMMENTS)
+comment_labels_topic = raw_topic(t.COMMENT_LABELS)
+comment_reviews_topic = raw_topic(t.COMMENT_REVIEWS)
+dead_letters_topic = raw_topic(t.DEAD_LETTERS)
+models_topic = raw_topic(t.MODELS)
+counter_increments_topic = raw_topic(t.COUNTER_INCREMENTS)
+control_topic = raw_topic(t.CONTROL)

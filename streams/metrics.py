@@ -1,0 +1,337 @@
+"""The metrics pipeline (SPEC §3-§4): page-time and new-user events into the users table,
+weighted counters that request re-clusterings, and the HTTP ingestion routes.
+
+Hot path design: one agent reads both user-keyed topics in batches (``take_events``); per batch it
+updates each touched profile in memory and writes it to the table once (one changelog record per
+user per batch), mirrors the batch to Redis in one pipeline, and sends one counter increment per
+source partition.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+import uuid
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import faust
+import faust.streams as faust_streams
+from faust.types import EventT
+from faust.web import Request, Response, View
+
+from streams import topics as t
+from streams.app import (
+    app,
+    cluster_assignments_topic,
+    comments_topic,
+    control_topic,
+    counter_increments_topic,
+    dead_letters_topic,
+    new_users_topic,
+    page_times_topic,
+    settings,
+)
+from streams.monitoring import DEAD_LETTERS, EVENTS, LAST_EVENT
+from streams.profiles import (
+    already_applied,
+    apply_assignment,
+    apply_new_user,
+    apply_page_time,
+    mark_applied,
+    new_profile,
+)
+from streams.records import (
+    Rejected,
+    dead_letter,
+    loads_object,
+    parse_assignment,
+    parse_comment,
+    parse_new_user,
+    parse_page_time,
+)
+from streams.users import mirror, users_table
+
+log = logging.getLogger(__name__)
+
+CLUSTERING = "clustering"
+PAGE_TIMES = settings.topic(t.PAGE_TIMES)
+NEW_USERS = settings.topic(t.NEW_USERS)
+
+ASSIGNMENTS = settings.topic(t.CLUSTER_ASSIGNMENTS)
+# The three user-keyed topics share the partition count, so one agent owns a user's whole row.
+user_events = app.topic(
+    PAGE_TIMES, NEW_USERS, ASSIGNMENTS, key_serializer="raw", value_serializer="raw"
+)
+
+# Called with each batch's touched profiles; returns cluster-assignment records to publish
+# (registered by streams.clustering, which needs the serving model).
+online_assigners: list[Callable[[list[dict[str, Any]]], list[dict[str, Any]]]] = []
+
+counters_table = app.Table(
+    "counters",
+    default=None,
+    partitions=1,
+    key_type=bytes,  # raw user-id keys, as on the source topics; JSON values
+    help="Weighted counters of the models: count, threshold, requests emitted.",
+)
+
+
+async def send_dead_letter(event: EventT, error: str) -> None:
+    msg = event.message
+    DEAD_LETTERS.labels(topic=msg.topic).inc()
+    await dead_letters_topic.send(
+        key=msg.key, value=dead_letter(msg.topic, msg.partition, msg.offset, error, msg.value)
+    )
+
+
+def _parse(event: EventT) -> Any:
+    """The event's record, or :class:`Rejected`. Keys must be the user id (co-partitioning)."""
+    msg = event.message
+    obj = loads_object(msg.value or b"", settings.max_payload_bytes)
+    if msg.topic == PAGE_TIMES:
+        record = parse_page_time(obj, settings.max_seconds)
+    elif msg.topic == NEW_USERS:
+        record = parse_new_user(obj)
+    else:
+        record = parse_assignment(obj)
+    if msg.key is not None and msg.key != record.user_id.encode():
+        raise Rejected(f"key {msg.key!r} is not the user_id {record.user_id!r}")
+    return record
+
+
+@app.agent(user_events)
+async def user_events_agent(stream: faust.StreamT) -> None:
+    async for events in stream.take_events(settings.batch_max, settings.batch_within):
+        await process_user_events(events)
+
+
+async def process_user_events(events: Sequence[EventT]) -> None:
+    by_partition: dict[int, list[EventT]] = defaultdict(list)
+    for event in events:
+        by_partition[event.message.partition].append(event)
+    touched: list[dict[str, Any]] = []
+    for group in by_partition.values():
+        weight = await _apply_partition(group, touched)
+        if weight:
+            await send_increment(CLUSTERING, weight, group)
+    for topic, count in Counter(e.message.topic for e in events).items():
+        EVENTS.labels(topic=topic).inc(count)
+    mirror.stage_users(touched)
+    await mirror.flush()
+    LAST_EVENT.set(time.time())
+
+
+async def _apply_partition(group: list[EventT], touched: list[dict[str, Any]]) -> int:
+    """Apply one partition's events and return their counter weight.
+
+    Table writes go to the changelog partition of faust's "current event", so it is set to an
+    event of this partition: the user's row stays in the partition of the user's events.
+    """
+    with acting_on(group[-1]):
+        return await _apply_events(group, touched)
+
+
+@contextmanager
+def acting_on(event: EventT) -> Iterator[None]:
+    """Make `event` faust's current event in this task only.
+
+    Only the context variable is set: ``Stream._set_current_event`` would also change the stream
+    attribute that ``take_events``' buffering task reads, and events would be misattributed.
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
+
+
+async def _apply_events(group: list[EventT], touched: list[dict[str, Any]]) -> int:
+    profiles: dict[bytes, dict[str, Any]] = {}
+    weight = 0
+    for event in group:
+        msg = event.message
+        try:
+            record = _parse(event)
+        except Rejected as exc:
+            await send_dead_letter(event, str(exc))
+            continue
+        key = record.user_id.encode()
+        profile = profiles.get(key)
+        if profile is None:
+            profile = users_table.get(key) or new_profile(record.user_id)
+            profiles[key] = profile
+        if already_applied(profile, msg.topic, msg.offset):
+            continue
+        if msg.topic == PAGE_TIMES:
+            apply_page_time(profile, record)
+            weight += settings.clustering_weight_page_time
+        elif msg.topic == NEW_USERS:
+            apply_new_user(profile, record)
+            weight += settings.clustering_weight_new_user
+        else:
+            apply_assignment(profile, record)
+        mark_applied(profile, msg.topic, msg.offset)
+    changed = [a for assigner in online_assigners for a in assigner(list(profiles.values()))]
+    for key, profile in profiles.items():
+        users_table[key] = profile
+    touched.extend(profiles.values())
+    for a in changed:
+        await cluster_assignments_topic.send(
+            key=a["user_id"].encode(), value=json.dumps(a).encode()
+        )
+    return weight
+
+
+async def send_increment(model: str, weight: int, group: list[EventT]) -> None:
+    """One counter increment per partition group, tagged with the group's source positions."""
+    positions: dict[str, int] = {}
+    for event in group:
+        msg = event.message
+        positions[f"{msg.topic}:{msg.partition}"] = msg.offset
+    increment = {"model": model, "weight": weight, "positions": positions}
+    await counter_increments_topic.send(key=model.encode(), value=json.dumps(increment).encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# Weighted counters
+
+
+def counter_state(model: str) -> dict[str, Any]:
+    """A copy of the model's counter: the memory store hands out the stored object itself."""
+    state = copy.deepcopy(counters_table.get(model.encode()))
+    if state is None:
+        state = {"model": model, "count": 0, "total": 0, "requests": 0, "runs": 0, "sources": {}}
+    state["threshold"] = settings.clustering_threshold or None
+    return state
+
+
+def add_weight(state: dict[str, Any], weight: int, threshold: int) -> int:
+    """Add a weight; return the number of threshold crossings (each one request).
+
+    The counter keeps the overflow (count modulo threshold) so the number of requests is
+    floor(total / threshold) whatever the order the partitions' increments arrive in.
+    """
+    state["total"] += weight
+    count = state["count"] + weight
+    crossings = 0
+    if threshold > 0:
+        crossings, count = divmod(count, threshold)
+    state["count"] = count
+    state["requests"] += crossings
+    return crossings
+
+
+def is_replay(state: dict[str, Any], positions: dict[str, int]) -> bool:
+    """True when every source position of an increment was counted already (a resend)."""
+    seen = state["sources"]
+    replay = all(offset <= seen.get(tp, -1) for tp, offset in positions.items())
+    for tp, offset in positions.items():
+        seen[tp] = max(offset, seen.get(tp, -1))
+    return replay
+
+
+@app.agent(counter_increments_topic)
+async def counters_agent(stream: faust.StreamT) -> None:
+    async for event in stream.events():
+        try:
+            inc = loads_object(event.message.value or b"", settings.max_payload_bytes)
+            model, weight = str(inc["model"]), int(inc["weight"])
+            positions = {str(k): int(v) for k, v in dict(inc["positions"]).items()}
+        except (Rejected, KeyError, TypeError, ValueError) as exc:
+            await send_dead_letter(event, f"bad counter increment: {exc}")
+            continue
+        state = counter_state(model)
+        if is_replay(state, positions):
+            continue
+        crossings = add_weight(state, weight, settings.clustering_threshold)
+        counters_table[model.encode()] = state
+        if crossings:
+            await request_run(model, "counter", crossings)
+
+
+async def request_run(model: str, reason: str, requests: int = 1) -> None:
+    """Ask the trainer (the owner of the single `control` partition) for a model run.
+
+    `requests` counts the threshold crossings one increment made; the trainer coalesces them.
+    """
+    request = {
+        "action": "run",
+        "model": model,
+        "reason": reason,
+        "requests": requests,
+        "ts": time.time(),
+    }
+    await control_topic.send(key=model.encode(), value=json.dumps(request).encode())
+
+
+@app.page("/counters")
+class CountersView(View):
+    async def get(self, request: Request) -> Response:
+        state = counter_state(CLUSTERING)
+        state.pop("sources")
+        return self.json({CLUSTERING: state})
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP ingestion
+
+
+async def read_json_body(request: Request) -> dict[str, Any]:
+    """The body as a JSON object (application/json or the beacon's text/plain)."""
+    length = request.content_length
+    if length is not None and length > settings.max_payload_bytes:
+        raise Rejected(f"payload too large: {length} bytes > {settings.max_payload_bytes}")
+    body = await request.content.read(settings.max_payload_bytes + 1)
+    return loads_object(body, settings.max_payload_bytes)
+
+
+class _Ingest(View):
+    async def _produce(self, request: Request) -> Response:
+        try:
+            obj = await read_json_body(request)
+            topic, key, value = self.record(obj)
+        except Rejected as exc:
+            return self.json({"error": str(exc)}, status=400)
+        await topic.send(key=key.encode(), value=value)
+        return self.bytes(b"", status=204)
+
+    def record(self, obj: dict[str, Any]) -> tuple[faust.TopicT, str, bytes]:
+        raise NotImplementedError
+
+    async def post(self, request: Request) -> Response:
+        return await self._produce(request)
+
+
+@app.page("/events/page-time")
+class PageTimeIngest(_Ingest):
+    def record(self, obj: dict[str, Any]) -> tuple[faust.TopicT, str, bytes]:
+        event = parse_page_time(obj, settings.max_seconds)
+        if event.event_id is None or event.ts is None:
+            event = type(event)(
+                event.user_id,
+                event.page_type,
+                event.seconds,
+                event.event_id or uuid.uuid4().hex,
+                event.ts or time.time(),
+            )
+        return page_times_topic, event.user_id, event.dumps()
+
+
+@app.page("/events/new-user")
+class NewUserIngest(_Ingest):
+    def record(self, obj: dict[str, Any]) -> tuple[faust.TopicT, str, bytes]:
+        event = parse_new_user(obj)
+        return new_users_topic, event.user_id, event.dumps()
+
+
+@app.page("/comments")
+class CommentIngest(_Ingest):
+    def record(self, obj: dict[str, Any]) -> tuple[faust.TopicT, str, bytes]:
+        comment = parse_comment(obj)
+        return comments_topic, comment.comment_id, comment.dumps()

@@ -1,0 +1,60 @@
+"""Operators' instruments: Prometheus metrics, GET /metrics and GET /health."""
+
+from __future__ import annotations
+
+import time
+
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from streams.app import app
+
+EVENTS = Counter("smartstream_events_total", "Records consumed by the agents", ["topic"])
+DEAD_LETTERS = Counter(
+    "smartstream_dead_letters_total", "Records refused, by source topic", ["topic"]
+)
+LAST_EVENT = Gauge("smartstream_last_batch_timestamp_seconds", "When the last batch was processed")
+MODEL_RUNS = Counter("smartstream_model_runs_total", "Model (re)fits", ["model", "outcome"])
+MODEL_RUN_SECONDS = Histogram(
+    "smartstream_model_run_seconds",
+    "Duration of model fits",
+    ["model"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 20, 60, 120, 300),
+)
+MODEL_VERSION = Gauge("smartstream_model_version", "Current model version", ["model"])
+CLASSIFY_SECONDS = Histogram(
+    "smartstream_classification_seconds",
+    "Comment-to-label latency inside the worker",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+)
+
+STARTED = time.time()
+_state = {"assigned": False}
+
+
+@app.on_partitions_assigned.connect
+async def _on_assigned(sender: object, assigned: object, **kwargs: object) -> None:
+    _state["assigned"] = True
+
+
+def is_ready() -> bool:
+    """Processing: the group has assigned this worker once and no rebalance or recovery runs."""
+    return bool(_state["assigned"]) and not app.rebalancing and not app.in_recovery
+
+
+@app.page("/health")
+class HealthView(View):
+    async def get(self, request: Request) -> Response:
+        ready = is_ready()
+        body = {
+            "status": "ok" if ready else "starting",
+            "uptime_s": round(time.time() - STARTED, 3),
+            "assigned_partitions": len(app.consumer.assignment()) if ready else 0,
+        }
+        return self.json(body, status=200 if ready else 503)
+
+
+@app.page("/metrics")
+class MetricsView(View):
+    async def get(self, request: Request) -> Response:
+        return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])

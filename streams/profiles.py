@@ -1,0 +1,80 @@
+"""Per-user profiles: the original UserInfo fields, updated by exact incremental means (SPEC §3.2).
+
+Pure functions on plain dicts (the table's JSON values), so the hot path is testable without Kafka.
+Each profile remembers the last offset it applied from each source topic: a replay after a crash
+skips what the profile already holds, so an event never counts twice in its user's averages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.records import PAGE_TYPES, ClusterAssignment, NewUser, PageTime
+
+TYPE_SUFFIXES = tuple(t.lower() for t in PAGE_TYPES)
+AVG_FIELDS = ("avg_time_pages", *(f"avg_time_pages_{s}" for s in TYPE_SUFFIXES))
+VISIT_FIELDS = ("visits_pages", *(f"visits_pages_{s}" for s in TYPE_SUFFIXES))
+PUBLIC_FIELDS = (
+    "user_id",
+    *AVG_FIELDS,
+    *VISIT_FIELDS,
+    "age",
+    "sex",
+    "avg1",
+    "cluster",
+    "atypical",
+    "model_version",
+)
+
+
+def new_profile(user_id: str) -> dict[str, Any]:
+    profile: dict[str, Any] = {"user_id": user_id}
+    for name in AVG_FIELDS:
+        profile[name] = 0.0
+    for name in VISIT_FIELDS:
+        profile[name] = 0
+    profile.update(age=None, sex=None, avg1=None, cluster=None, atypical=None, model_version=None)
+    profile["offsets"] = {}
+    return profile
+
+
+def _running_mean(profile: dict[str, Any], avg: str, visits: str, seconds: float) -> None:
+    n = profile[visits]
+    profile[avg] = profile[avg] * n / (n + 1) + seconds / (n + 1)
+    profile[visits] = n + 1
+
+
+def apply_page_time(profile: dict[str, Any], event: PageTime) -> None:
+    """One page view moves the all-pages and the per-type average (SPEC §3.2 steps 3-4)."""
+    suffix = event.page_type.lower()
+    _running_mean(profile, "avg_time_pages", "visits_pages", event.seconds)
+    _running_mean(profile, f"avg_time_pages_{suffix}", f"visits_pages_{suffix}", event.seconds)
+
+
+def apply_new_user(profile: dict[str, Any], event: NewUser) -> None:
+    """A new-user event sets the demographic fields it carries; metrics are untouched."""
+    for name in ("age", "sex", "avg1"):
+        value = getattr(event, name)
+        if value is not None:
+            profile[name] = value
+
+
+def apply_assignment(profile: dict[str, Any], event: ClusterAssignment) -> None:
+    """The trainer's assignment, unless the profile already holds a newer model's."""
+    if (profile.get("model_version") or 0) <= event.model_version:
+        profile.update(
+            cluster=event.cluster, atypical=event.atypical, model_version=event.model_version
+        )
+
+
+def already_applied(profile: dict[str, Any], topic: str, offset: int) -> bool:
+    return offset <= profile["offsets"].get(topic, -1)
+
+
+def mark_applied(profile: dict[str, Any], topic: str, offset: int) -> None:
+    profile["offsets"][topic] = offset
+
+
+def public_view(profile: dict[str, Any]) -> dict[str, Any]:
+    """The contract's GET /users/{id} record (no internal bookkeeping)."""
+    return {name: profile.get(name) for name in PUBLIC_FIELDS}

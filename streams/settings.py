@@ -1,0 +1,137 @@
+"""The one configuration object: every knob is a ``SMARTSTREAM_*`` environment variable.
+
+The README's configuration table and docker-compose.yml use exactly these names; a test checks
+that docker-compose.yml sets no variable this object does not know.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+PREFIX = "SMARTSTREAM_"
+
+
+def _env_name(attr: str) -> str:
+    return PREFIX + attr.upper()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration; build it with :meth:`from_env`."""
+
+    # Kafka: a comma-separated host:port list; empty under `demo` means "start the embedded broker".
+    kafka_bootstrap: str = ""
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+    # True when the broker is the embedded Tansu: its ListOffsets under-reports multi-record
+    # batches, so changelog producers must send one record per batch for exact recovery.
+    kafka_embedded: bool = False
+    redis_url: str = ""
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    topic_prefix: str = ""
+    partitions: int = 8
+    store: str = "memory://"
+    data_dir: str = "./run/data"
+    processing_guarantee: str = "at_least_once"
+    broker_session_timeout: float = 10.0
+    broker_heartbeat_interval: float = 1.0
+    # Batching of the hot path: one table write per user per batch.
+    batch_max: int = 5000
+    batch_within: float = 0.05
+    # Input validation.
+    max_seconds: float = 86400.0
+    max_payload_bytes: int = 65536
+    # Weighted counter of the clustering model (SPEC §3.2, §4): 0 threshold disables it.
+    clustering_threshold: int = 1000
+    clustering_weight_page_time: int = 1
+    clustering_weight_new_user: int = 5
+    clustering_cron: str = ""
+    clustering_features: str = "avg_time_pages,avg_time_pages_a"
+    clustering_components: int = 10
+    clustering_restarts: int = 15
+    clustering_seed: int = 123456
+    atypical_metric: str = "avg1"
+    # Spam filters.
+    moderation_review_threshold: int = 5
+    moderation_cron: str = ""
+    # Bearer token required on write routes and the dashboard when set.
+    api_token: str = ""
+    log_level: str = "info"  # faust levels: crit, error, warn, info, debug
+
+    @classmethod
+    def env_names(cls) -> set[str]:
+        """Every environment variable this object reads."""
+        return {_env_name(f.name) for f in fields(cls)}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``SMARTSTREAM_*`` variables, converting each to the field's type."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = _env_name(f.name)
+            if name not in env:
+                continue
+            values[f.name] = _convert(name, env[name], f.default)
+        return cls(**values)
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+    def topic(self, name: str) -> str:
+        """The full name of a contract topic, with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def app_id(self) -> str:
+        """Faust app id: prefixes the group id and the changelog topics."""
+        return f"{self.topic_prefix}smartstream"
+
+    @property
+    def redis_prefix(self) -> str:
+        return f"{self.topic_prefix}smartstream:"
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Connection settings for kafka-python clients (producers, admin)."""
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            cfg.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password,
+            )
+        if self.kafka_ssl_cafile:
+            cfg["ssl_cafile"] = self.kafka_ssl_cafile
+        return cfg
+
+
+def _convert(name: str, raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        low = raw.strip().lower()
+        if low in {"1", "true", "yes", "on"}:
+            return True
+        if low in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"{name}: expected a boolean, got {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{name}: expected an integer, got {raw!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{name}: expected a number, got {raw!r}") from None
+    return raw

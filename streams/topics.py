@@ -1,0 +1,99 @@
+"""The contract's topics: names, partitions and cleanup policies, and their creation.
+
+Keyed topics (`page-times`, `new-users`, `comments`, ...) share the configured partition count so
+a user's events and the user's table row live in the same partition: no repartition topic.
+Latest-state topics (`cluster-assignments`, `models`) are compacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    compacted: bool = False
+    # None: the configured partition count; 1 for topics one owner must read in order.
+    partitions: int | None = None
+
+
+PAGE_TIMES = "page-times"
+NEW_USERS = "new-users"
+CLUSTER_ASSIGNMENTS = "cluster-assignments"
+COMMENTS = "comments"
+COMMENT_LABELS = "comment-labels"
+COMMENT_REVIEWS = "comment-reviews"
+DEAD_LETTERS = "dead-letters"
+MODELS = "models"
+# Internal: weighted counter increments and model-run requests, one partition so that one
+# worker owns the counters and the trainer.
+COUNTER_INCREMENTS = "counter-increments"
+CONTROL = "control"
+
+CONTRACT_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(PAGE_TIMES, "user_id"),
+    TopicSpec(NEW_USERS, "user_id"),
+    TopicSpec(CLUSTER_ASSIGNMENTS, "user_id", compacted=True),
+    TopicSpec(COMMENTS, "comment_id"),
+    TopicSpec(COMMENT_LABELS, "comment_id"),
+    TopicSpec(COMMENT_REVIEWS, "comment_id"),
+    TopicSpec(DEAD_LETTERS, "original key"),
+    TopicSpec(MODELS, "model name", compacted=True, partitions=1),
+    TopicSpec(COUNTER_INCREMENTS, "model name", partitions=1),
+    TopicSpec(CONTROL, "model name", partitions=1),
+)
+
+
+def new_topics(settings: Settings) -> list[NewTopic]:
+    out = []
+    for spec in CONTRACT_TOPICS:
+        configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+        out.append(
+            NewTopic(
+                name=settings.topic(spec.name),
+                num_partitions=spec.partitions or settings.partitions,
+                replication_factor=-1,
+                topic_configs=configs,
+            )
+        )
+    return out
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str]:
+    """Create the missing contract topics and return their names; waits for the broker."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(
+                client_id="smartstream-admin", **settings.kafka_python_config()
+            )
+            break
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("waiting for Kafka at %s: %s", settings.kafka_bootstrap, exc)
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [t for t in new_topics(settings) if t.name not in existing]
+        created = []
+        for topic in wanted:
+            try:
+                admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()

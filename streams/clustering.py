@@ -19,7 +19,6 @@ import logging
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,40 +28,15 @@ from faust.web import Request, Response, View
 from models.mixture import BayesianGaussianMixture
 from models.normal import NormalPopulation
 from streams import topics as t
-from streams.app import app, cluster_assignments_topic, control_topic, models_topic, settings
-from streams.metrics import (
-    CLUSTERING,
-    counter_state,
-    online_assigners,
-    request_run,
-    send_dead_letter,
-)
-from streams.monitoring import MODEL_RUN_SECONDS, MODEL_RUNS, MODEL_VERSION
+from streams.app import app, control_topic, models_topic, settings, user_commands_topic
+from streams.metrics import counter_state, request_run, send_dead_letter
+from streams.monitoring import MODEL_RUN_SECONDS, MODEL_RUNS
+from streams.serving import CLUSTERING, FEATURES, features_of, serving
 from streams.users import mirror, users_table
 
 log = logging.getLogger(__name__)
-FEATURES = tuple(f.strip() for f in settings.clustering_features.split(",") if f.strip())
 
 
-@dataclass
-class ServingModel:
-    """The version every worker assigns with, and the one before it (for GET /clusters)."""
-
-    mixture: BayesianGaussianMixture | None = None
-    population: NormalPopulation | None = None
-    document: dict[str, Any] | None = None
-    previous: dict[str, Any] | None = None
-
-    def load(self, document: dict[str, Any]) -> None:
-        if self.document is not None and document["version"] <= self.document["version"]:
-            return
-        self.mixture = BayesianGaussianMixture.from_dict(document["mixture"])
-        self.population = NormalPopulation.from_dict(document["population"])
-        self.previous, self.document = self.document, document
-        MODEL_VERSION.labels(model=CLUSTERING).set(document["version"])
-
-
-serving = ServingModel()
 trainer_state: dict[str, Any] = {
     "running": False,
     "pending": False,
@@ -71,44 +45,6 @@ trainer_state: dict[str, Any] = {
     "last": None,
     "cold_every": 10,
 }
-
-
-def features_of(profiles: list[dict[str, Any]]) -> np.ndarray:
-    return np.array([[float(p.get(f) or 0.0) for f in FEATURES] for p in profiles], dtype=float)
-
-
-def assign(profiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Label and atypical flag of each profile under the serving model; return the changed ones."""
-    if serving.mixture is None or not profiles:
-        return []
-    labels = serving.mixture.predict(features_of(profiles))
-    version = serving.document["version"]  # type: ignore[index]
-    changed = []
-    for profile, label in zip(profiles, labels, strict=True):
-        avg1 = profile.get(settings.atypical_metric)
-        atypical = None if avg1 is None else bool(serving.population.predict(avg1))  # type: ignore[union-attr]
-        if profile.get("cluster") != label or profile.get("atypical") != atypical:
-            changed.append(
-                {
-                    "user_id": profile["user_id"],
-                    "cluster": str(label),
-                    "atypical": atypical,
-                    "model_version": version,
-                    "ts": time.time(),
-                }
-            )
-        profile.update(cluster=str(label), atypical=atypical, model_version=version)
-    return changed
-
-
-online_assigners.append(assign)
-
-
-async def publish_assignments(assignments: list[dict[str, Any]]) -> None:
-    for a in assignments:
-        await cluster_assignments_topic.send(
-            key=a["user_id"].encode(), value=json.dumps(a).encode()
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,11 +68,22 @@ def fit_models(X: np.ndarray, avg1: np.ndarray, previous: dict | None, warm: boo
 _pool: ProcessPoolExecutor | None = None
 
 
+def _single_threaded_blas() -> None:
+    """The fit uses one core: BLAS threads on every core would starve the worker's event loop."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
 def pool() -> ProcessPoolExecutor:
     """One spawned helper process: BayesPy's numpy work never holds the worker's GIL."""
     global _pool
     if _pool is None:
-        _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        _pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_single_threaded_blas,
+        )
     return _pool
 
 
@@ -213,7 +160,7 @@ async def run_clustering(reason: str) -> None:
     fitted = await asyncio.get_running_loop().run_in_executor(
         pool(), fit_models, X, avg1, previous, warm, params
     )
-    version = (serving.document["version"] if serving.document else 0) + 1
+    version = serving.version + 1
     fitted["mixture"]["version"] = version
     document = {
         "name": CLUSTERING,
@@ -223,10 +170,14 @@ async def run_clustering(reason: str) -> None:
         "users": len(profiles),
         **fitted,
     }
-    await models_topic.send(key=CLUSTERING.encode(), value=json.dumps(document).encode())
+    payload = json.dumps(document).encode()
+    await models_topic.send(key=CLUSTERING.encode(), value=payload)
     serving.load(document)
     mirror.stage(f"model:{CLUSTERING}", clusters_view())
-    await publish_assignments(assign(profiles))
+    # Each partition's owner re-assigns its users with the new version: one writer per user.
+    command = json.dumps({"action": "reassign", "model": document}).encode()
+    for partition in range(settings.partitions):
+        await user_commands_topic.send(value=command, partition=partition)
     duration = time.perf_counter() - start
     MODEL_RUN_SECONDS.labels(model=CLUSTERING).observe(duration)
     log.warning(

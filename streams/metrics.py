@@ -16,7 +16,7 @@ import time
 import uuid
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -41,7 +41,6 @@ from streams.app import (
 from streams.monitoring import DEAD_LETTERS, EVENTS, LAST_EVENT
 from streams.profiles import (
     already_applied,
-    apply_assignment,
     apply_new_user,
     apply_page_time,
     mark_applied,
@@ -51,11 +50,11 @@ from streams.records import (
     Rejected,
     dead_letter,
     loads_object,
-    parse_assignment,
     parse_comment,
     parse_new_user,
     parse_page_time,
 )
+from streams.serving import assign, serving
 from streams.users import mirror, users_table
 
 log = logging.getLogger(__name__)
@@ -64,15 +63,12 @@ CLUSTERING = "clustering"
 PAGE_TIMES = settings.topic(t.PAGE_TIMES)
 NEW_USERS = settings.topic(t.NEW_USERS)
 
-ASSIGNMENTS = settings.topic(t.CLUSTER_ASSIGNMENTS)
-# The three user-keyed topics share the partition count, so one agent owns a user's whole row.
+USER_COMMANDS = settings.topic(t.USER_COMMANDS)
+# The user-keyed topics share the partition count, so one agent owns a user's whole row and is the
+# only writer of the user's `cluster-assignments` records.
 user_events = app.topic(
-    PAGE_TIMES, NEW_USERS, ASSIGNMENTS, key_serializer="raw", value_serializer="raw"
+    PAGE_TIMES, NEW_USERS, USER_COMMANDS, key_serializer="raw", value_serializer="raw"
 )
-
-# Called with each batch's touched profiles; returns cluster-assignment records to publish
-# (registered by streams.clustering, which needs the serving model).
-online_assigners: list[Callable[[list[dict[str, Any]]], list[dict[str, Any]]]] = []
 
 counters_table = app.Table(
     "counters",
@@ -97,10 +93,8 @@ def _parse(event: EventT) -> Any:
     obj = loads_object(msg.value or b"", settings.max_payload_bytes)
     if msg.topic == PAGE_TIMES:
         record = parse_page_time(obj, settings.max_seconds)
-    elif msg.topic == NEW_USERS:
-        record = parse_new_user(obj)
     else:
-        record = parse_assignment(obj)
+        record = parse_new_user(obj)
     if msg.key is not None and msg.key != record.user_id.encode():
         raise Rejected(f"key {msg.key!r} is not the user_id {record.user_id!r}")
     return record
@@ -154,8 +148,12 @@ def acting_on(event: EventT) -> Iterator[None]:
 async def _apply_events(group: list[EventT], touched: list[dict[str, Any]]) -> int:
     profiles: dict[bytes, dict[str, Any]] = {}
     weight = 0
+    reassign = False
     for event in group:
         msg = event.message
+        if msg.topic == USER_COMMANDS:
+            reassign = run_command(msg.value) or reassign
+            continue
         try:
             record = _parse(event)
         except Rejected as exc:
@@ -172,22 +170,41 @@ async def _apply_events(group: list[EventT], touched: list[dict[str, Any]]) -> i
             apply_page_time(profile, record)
             add_profile_weight(profile, settings.clustering_weight_page_time)
             weight += settings.clustering_weight_page_time
-        elif msg.topic == NEW_USERS:
+        else:
             apply_new_user(profile, record)
             add_profile_weight(profile, settings.clustering_weight_new_user)
             weight += settings.clustering_weight_new_user
-        else:
-            apply_assignment(profile, record)
         mark_applied(profile, msg.topic, msg.offset)
-    changed = [a for assigner in online_assigners for a in assigner(list(profiles.values()))]
+    event_keys = set(profiles)
+    if reassign:  # every row of the partition, not only the ones the events touched
+        partition = group[-1].message.partition
+        for key, profile in users_table.items():
+            if key not in profiles and row_partition(key) == partition:
+                profiles[key] = profile
+    changed = assign(list(profiles.values()))
+    changed_ids = {a["user_id"] for a in changed}
     for key, profile in profiles.items():
-        users_table[key] = profile
-    touched.extend(profiles.values())
+        if key in event_keys or profile["user_id"] in changed_ids:
+            users_table[key] = profile
+            touched.append(profile)
     for a in changed:
         await cluster_assignments_topic.send(
             key=a["user_id"].encode(), value=json.dumps(a).encode()
         )
     return weight
+
+
+def run_command(raw: bytes | None) -> bool:
+    """A command to every partition's owner; True when the partition's users must be re-assigned."""
+    try:
+        command = json.loads(raw or b"")
+        if command["action"] != "reassign":
+            return False
+        serving.load(command["model"])
+        return int(command["model"]["version"]) == serving.version
+    except (ValueError, KeyError, TypeError) as exc:
+        log.error("ignoring unreadable user command: %s", exc)
+        return False
 
 
 # ---------------------------------------------------------------------------------------------

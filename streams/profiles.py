@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.records import PAGE_TYPES, ClusterAssignment, NewUser, PageTime
+from streams.records import PAGE_TYPES, NewUser, PageTime
 
 TYPE_SUFFIXES = tuple(t.lower() for t in PAGE_TYPES)
 AVG_FIELDS = ("avg_time_pages", *(f"avg_time_pages_{s}" for s in TYPE_SUFFIXES))
@@ -57,14 +57,6 @@ def apply_new_user(profile: dict[str, Any], event: NewUser) -> None:
         value = getattr(event, name)
         if value is not None:
             profile[name] = value
-
-
-def apply_assignment(profile: dict[str, Any], event: ClusterAssignment) -> None:
-    """The trainer's assignment, unless the profile already holds a newer model's."""
-    if (profile.get("model_version") or 0) <= event.model_version:
-        profile.update(
-            cluster=event.cluster, atypical=event.atypical, model_version=event.model_version
-        )
 
 
 def already_applied(profile: dict[str, Any], topic: str, offset: int) -> bool:

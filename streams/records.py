@@ -215,22 +215,6 @@ class ClusterAssignment(_Record):
     ts: float | None = None
 
 
-def parse_assignment(obj: dict[str, Any]) -> ClusterAssignment:
-    version = obj.get("model_version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise Rejected("model_version must be an integer")
-    atypical = obj.get("atypical")
-    if atypical is not None and not isinstance(atypical, bool):
-        raise Rejected("atypical must be true, false or null")
-    return ClusterAssignment(
-        user_id=_id(obj, "user_id"),  # type: ignore[arg-type]
-        cluster=_id(obj, "cluster"),  # type: ignore[arg-type]
-        model_version=version,
-        atypical=atypical,
-        ts=_number(obj, "ts"),
-    )
-
-
 def dead_letter(
     topic: str, partition: int, offset: int, error: str, payload: bytes | None
 ) -> bytes:

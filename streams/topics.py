@@ -40,6 +40,9 @@ MODELS = "models"
 # worker owns the counters and the trainer.
 COUNTER_INCREMENTS = "counter-increments"
 CONTROL = "control"
+# Internal, user-keyed partitions: commands to the owner of each partition (re-assign with a new
+# model version).
+USER_COMMANDS = "user-commands"
 
 CONTRACT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PAGE_TIMES, "user_id"),
@@ -52,6 +55,7 @@ CONTRACT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(MODELS, "model name", compacted=True, partitions=1),
     TopicSpec(COUNTER_INCREMENTS, "model name", partitions=1),
     TopicSpec(CONTROL, "model name", partitions=1),
+    TopicSpec(USER_COMMANDS, "none (one record per partition)"),
 )
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from streams.profiles import apply_page_time, new_profile, public_view
 from streams.records import (
+    ClusterAssignment,
     Rejected,
     loads_object,
-    parse_assignment,
     parse_comment,
     parse_comment_review,
     parse_new_user,
@@ -63,10 +63,8 @@ def test_comment_review_and_assignment_records():
     assert parse_comment_review({"comment_id": "5", "is_spam": False}).is_spam is False
     with pytest.raises(Rejected):
         parse_comment_review({"comment_id": "5", "is_spam": "yes"})
-    a = parse_assignment({"user_id": "1", "cluster": "B", "model_version": 3, "atypical": None})
-    assert (a.cluster, a.model_version) == ("B", 3)
-    with pytest.raises(Rejected):
-        parse_assignment({"user_id": "1", "cluster": "B", "model_version": 1.5})
+    a = ClusterAssignment("1", "B", 3, None, 1.5)
+    assert json.loads(a.dumps()) == {"user_id": "1", "cluster": "B", "model_version": 3, "ts": 1.5}
 
 
 def test_running_means_equal_plain_means():

@@ -4,10 +4,12 @@ profile, and comments (spam and ham). Deterministic for a given seed."""
 from __future__ import annotations
 
 import csv
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,9 +119,50 @@ class Traffic:
             )
         return Event(t.COMMENTS, cid, {"comment_id": cid, "user_id": uid, "text": text})
 
+    def history(self) -> Iterator[Event]:
+        """Each user's past visits as page views whose means are exactly the generated profile.
+
+        User i gets visits_pages_a[i] views of type A averaging avg_time_pages_a[i], and the rest
+        of visits_pages[i] on B..J, so that the all-pages average is avg_time_pages[i]: streamed
+        through the pipeline, they rebuild the original UserInfo table. Users are interleaved.
+        """
+        p = self.population
+        plans = []
+        for i, uid in enumerate(self.ids):
+            n_all, n_a = int(p.visits_pages[i]), int(p.visits_pages_a[i])
+            n_other = n_all - n_a
+            other_mean = (n_all * p.avg_time_pages[i] - n_a * p.avg_time_pages_a[i]) / max(
+                n_other, 1
+            )
+            views = [("A", s) for s in self._exact_mean(p.avg_time_pages_a[i], n_a)]
+            views += [
+                (PAGE_TYPES[1 + int(self.rng.integers(9))], s)
+                for s in self._exact_mean(other_mean, n_other)
+            ]
+            plans.append([uid, views])
+        while plans:
+            k = int(self.rng.integers(len(plans)))
+            uid, views = plans[k]
+            page, seconds = views.pop()
+            if not views:
+                plans[k] = plans[-1]
+                plans.pop()
+            yield Event(t.PAGE_TIMES, uid, {"user_id": uid, "page_type": page, "seconds": seconds})
+
+    def _exact_mean(self, mean: float, n: int) -> list[float]:
+        """n positive gamma draws rescaled so that their mean is `mean` (to rounding)."""
+        if n <= 0 or mean <= 0:
+            return []
+        draws = self.rng.gamma(SHAPE, 1.0, n)
+        return (draws * (mean / draws.mean())).tolist()
+
     def events(self) -> Iterator[Event]:
         """New-user events for the whole population first, then page views and comments."""
         yield from self.new_users()
+        yield from self.live()
+
+    def live(self) -> Iterator[Event]:
+        """Page views (and comments) of random users, forever."""
         while True:
             yield self.page_view()
             if self.comments_per_event and self.rng.random() < self.comments_per_event:
@@ -127,25 +170,36 @@ class Traffic:
 
 
 def simulate(
-    send: callable,  # type: ignore[valid-type]
+    send: Callable[[Event], Any],
     users: int = 200,
     rate: float = 100.0,
     comments_rate: float = 0.0,
     duration: float | None = None,
     seed: int = 0,
     corpus: list[tuple[str, bool]] | None = None,
-    should_stop: callable = lambda: False,  # type: ignore[valid-type]
+    history: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Send events at about `rate` page views per second; return how many were sent."""
+    """Send events at about `rate` page views per second; return how many were sent.
+
+    With `history`, the new users and their past visits (:meth:`Traffic.history`) go first,
+    unpaced, so the live traffic starts from the original population's profiles.
+    """
     traffic = Traffic(
         generate(users),
         seed=seed,
         comments_per_event=comments_rate / rate if rate else 0,
         corpus=corpus,
     )
+    sent = 0
+    if history:
+        for event in itertools.chain(traffic.new_users(), traffic.history()):
+            send(event)
+            sent += 1
     start = time.monotonic()
-    sent = views = 0
-    for event in traffic.events():
+    views = 0
+    live = traffic.events() if not history else traffic.live()
+    for event in live:
         if should_stop() or (duration is not None and time.monotonic() - start >= duration):
             break
         send(event)

@@ -50,6 +50,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         duration=args.duration,
         seed=args.seed,
         corpus=corpus,
+        history=args.history,
     )
     producer.flush()
     producer.close()
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--corpus", default=None, help="YouTube Spam Collection CSV for comments")
+    sim.add_argument(
+        "--history",
+        action="store_true",
+        help="first send each user's past visits (the original population's profiles, exactly)",
+    )
     sim.set_defaults(func=cmd_simulate)
     sub.add_parser("recluster", help="request a re-clustering now").set_defaults(func=cmd_recluster)
     sub.add_parser("status", help="health and counters of the local worker").set_defaults(

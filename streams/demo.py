@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ def start_tansu(run_dir: Path) -> tuple[subprocess.Popen, str]:
         ],
         stdout=log_file(run_dir, "tansu.log"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches the demo only, which stops children in order
     )
     if not wait_port(port, 30):
         proc.kill()
@@ -77,6 +79,7 @@ def start_redis(run_dir: Path) -> tuple[subprocess.Popen, str] | None:
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
         stdout=log_file(run_dir, "redis.log"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     return (proc, f"redis://127.0.0.1:{port}/0") if wait_port(port, 10) else None
 
@@ -119,7 +122,9 @@ def run_demo(port: int, users: int, rate: float) -> int:
                 started.append(redis[0])
                 env["SMARTSTREAM_REDIS_URL"] = redis[1]
                 print(f"redis-server on {redis[1]}", flush=True)
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"], env=env, start_new_session=True
+        )
         started.append(worker)
         if not wait_healthy(port, worker, 120):
             print("the worker did not become healthy", file=sys.stderr)
@@ -130,14 +135,19 @@ def run_demo(port: int, users: int, rate: float) -> int:
         print(f"\nSmartStream is running:\n{lines}\nCtrl-C stops everything.\n", flush=True)
         return simulate_until_interrupted(env, users, rate)
     finally:
-        for proc in reversed(started):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(started):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_in_order(reversed(started))
+
+
+def stop_in_order(procs: Iterable[subprocess.Popen]) -> None:
+    """Worker first, then Redis, then the broker: each waits for the one before it to exit."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def simulate_until_interrupted(env: dict[str, str], users: int, rate: float) -> int:
@@ -154,6 +164,7 @@ def simulate_until_interrupted(env: dict[str, str], users: int, rate: float) -> 
             "users": users,
             "rate": rate,
             "comments_rate": rate / 20,
+            "history": True,
             "should_stop": stop.is_set,
         },
         daemon=True,

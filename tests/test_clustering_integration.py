@@ -4,6 +4,7 @@ the worker keeps processing while BayesPy fits."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -125,3 +126,54 @@ def test_counter_triggers_clustering_and_every_user_is_assigned(stack: Stack) ->
     avg1 = np.array([users[str(i + 1)]["avg1"] for i in range(USERS)])
     flagged = np.array([users[str(i + 1)]["atypical"] for i in range(USERS)])
     assert (flagged == ((avg1 < band[0]) | (avg1 > band[1]))).all()
+
+
+def test_streamed_original_population_reproduces_the_reference(stack: Stack) -> None:
+    """The generator's 200 users and their past visits, streamed through Kafka, rebuild the
+    original UserInfo table exactly; a requested re-clustering then gives the reference result
+    (SPEC §6.8) and BN1's band flags the reference 9 users."""
+    stack.env["SMARTSTREAM_CLUSTERING_THRESHOLD"] = "0"
+    worker = stack.start_worker()
+    population = generate(200)
+    traffic = Traffic(population, seed=5)
+    producer = stack.producer()
+    sent = 0
+    for event in itertools.chain(traffic.new_users(), traffic.history()):
+        producer.send(event.topic, event.key, event.value)
+        sent += 1
+    producer.flush()
+    wait_for(lambda: events_processed(worker) == sent, 120, "the population's history")
+    _, first = worker.get("/users/1")
+    assert first["avg_time_pages"] == pytest.approx(19.9106, abs=1e-4)
+    assert first["avg_time_pages_a"] == pytest.approx(20.6634, abs=1e-4)
+    assert (first["visits_pages"], first["visits_pages_a"], first["age"]) == (102, 36, 27)
+
+    producer.send(
+        "control", "clustering", {"action": "run", "model": "clustering", "reason": "test"}
+    )
+    producer.flush()
+    producer.close()
+    clusters = wait_for(
+        lambda: (c := worker.get("/clusters")[1]) and c["current"] and c,
+        120,
+        "the requested re-clustering",
+    )["current"]
+    sizes = sorted(c["size"] for c in clusters["clusters"])
+    assert sizes == [49, 50, 50, 51]
+    assert clusters["lower_bound"] == pytest.approx(-951.58, abs=0.05)
+    means = sorted(tuple(round(x, 2) for x in c["mean"]) for c in clusters["clusters"])
+    assert means == [(15.89, 15.88), (19.97, 19.7), (19.98, 20.09), (24.8, 25.38)]
+    band = clusters["atypical"]["band"]
+    assert band == pytest.approx([-0.30, 19.92], abs=0.01)
+    r = redis.Redis.from_url(stack.settings.redis_url)
+
+    def flagged() -> int | None:
+        users = [
+            json.loads(r.get(f"{stack.settings.redis_prefix}user:{i}") or b"{}")
+            for i in range(1, 201)
+        ]
+        if any(u.get("model_version") is None for u in users):
+            return None
+        return sum(bool(u["atypical"]) for u in users)
+
+    assert wait_for(flagged, 60, "every user assigned in Redis") == 9

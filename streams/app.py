@@ -47,6 +47,7 @@ def make_app(s: Settings) -> faust.App:
         broker_session_timeout=s.broker_session_timeout,
         broker_heartbeat_interval=s.broker_heartbeat_interval,
         consumer_auto_offset_reset="earliest",
+        producer_max_request_size=t.MODEL_MAX_BYTES,
         table_standby_replicas=0,
         autodiscover=False,
         web_cors_options=None,
@@ -78,3 +79,5 @@ models_topic = raw_topic(t.MODELS)
 counter_increments_topic = raw_topic(t.COUNTER_INCREMENTS)
 control_topic = raw_topic(t.CONTROL)
 user_commands_topic = raw_topic(t.USER_COMMANDS)
+pretraining_topic = raw_topic(t.PRETRAINING)
+training_examples_topic = raw_topic(t.TRAINING_EXAMPLES)

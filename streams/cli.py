@@ -18,7 +18,7 @@ log = logging.getLogger("smartstream")
 def load_worker_modules() -> Any:
     """Import every domain module so its agents, tables, timers and pages register on the app."""
     from streams import app as app_module
-    from streams import clustering, metrics, monitoring, users  # noqa: F401
+    from streams import clustering, metrics, moderation, monitoring, trainer, users  # noqa: F401
 
     return app_module.app
 
@@ -64,15 +64,64 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port, users=args.users, rate=args.rate)
 
 
-def cmd_recluster(args: argparse.Namespace) -> int:
+def request_run(model: str, reason: str) -> None:
     from producers.client import SmartStreamProducer
     from streams.topics import CONTROL
 
     producer = SmartStreamProducer()
-    request = {"action": "run", "model": "clustering", "reason": "cli"}
-    producer.send(CONTROL, "clustering", request).get(timeout=30)
+    producer.send(CONTROL, model, {"action": "run", "model": model, "reason": reason}).get(
+        timeout=30
+    )
     producer.close()
+
+
+def cmd_recluster(args: argparse.Namespace) -> int:
+    request_run("clustering", "cli")
     print("re-clustering requested", flush=True)
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    request_run(f"spam:{args.filter}", "cli")
+    print(f"retraining of spam filter {args.filter!r} requested", flush=True)
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Load labelled corpora into the `pretraining` topic, then request a retraining."""
+    import hashlib
+
+    from models.corpora import load_any
+    from producers.client import SmartStreamProducer
+    from streams.topics import PRETRAINING, ensure_topics
+
+    settings = Settings.from_env()
+    if args.filter not in settings.spam_filter_presets:
+        print(f"unknown filter {args.filter!r}: see SMARTSTREAM_SPAM_FILTERS", file=sys.stderr)
+        return 2
+    ensure_topics(settings)
+    producer = SmartStreamProducer(settings)
+    total = 0
+    for path in args.paths:
+        items = load_any(path)
+        for i, item in enumerate(items, 1):
+            key = f"{args.filter}:{hashlib.sha1(item.text.encode()).hexdigest()}"
+            value = {
+                "filter": args.filter,
+                "text": item.text,
+                "is_spam": item.is_spam,
+                "source": item.source,
+            }
+            producer.send(PRETRAINING, key, value)
+            if i % 500 == 0 or i == len(items):
+                bar = "#" * int(30 * i / len(items))
+                print(f"\r{path}: [{bar:<30}] {i}/{len(items)}", end="", flush=True)
+        print(flush=True)
+        total += len(items)
+    producer.flush()
+    producer.close()
+    request_run(f"spam:{args.filter}", "pretrain")
+    print(f"{total} labelled texts loaded for filter {args.filter!r}; retraining requested")
     return 0
 
 
@@ -113,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.set_defaults(func=cmd_simulate)
     sub.add_parser("recluster", help="request a re-clustering now").set_defaults(func=cmd_recluster)
+    retrain = sub.add_parser("retrain", help="request a spam filter's retraining now")
+    retrain.add_argument("--filter", default="comments")
+    retrain.set_defaults(func=cmd_retrain)
+    pretrain = sub.add_parser("pretrain", help="load a labelled corpus for a spam filter")
+    pretrain.add_argument("--filter", default="comments")
+    pretrain.add_argument("paths", nargs="+", help="YouTube zip/folder/CSV or Enron tar.gz")
+    pretrain.set_defaults(func=cmd_pretrain)
     sub.add_parser("status", help="health and counters of the local worker").set_defaults(
         func=cmd_status
     )

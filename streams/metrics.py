@@ -113,7 +113,7 @@ async def process_user_events(events: Sequence[EventT]) -> None:
     touched: list[dict[str, Any]] = []
     for partition, group in by_partition.items():
         partition_totals[partition] += await _apply_partition(group, touched)
-        await send_total(CLUSTERING, partition)
+        await send_total(CLUSTERING, partition, partition_totals[partition])
     for topic, count in Counter(e.message.topic for e in events).items():
         EVENTS.labels(topic=topic).inc(count)
     mirror.stage_users(touched)
@@ -226,9 +226,12 @@ def row_partition(key: bytes) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
 
 
-async def send_total(model: str, partition: int) -> None:
-    total = {"model": model, "partition": partition, "total": partition_totals[partition]}
-    await counter_increments_topic.send(key=model.encode(), value=json.dumps(total).encode())
+async def send_total(
+    model: str, partition: int, total: int, extra: dict[str, int] | None = None
+) -> None:
+    """A partition's absolute total for a model's counter (see :func:`update_total`)."""
+    message = {"model": model, "partition": partition, "total": total, "extra": extra}
+    await counter_increments_topic.send(key=model.encode(), value=json.dumps(message).encode())
 
 
 @users_table.on_recover
@@ -243,27 +246,49 @@ async def recount_partitions() -> None:
         if partition in active:
             partition_totals[partition] += profile.get("weight", 0)
     for partition in sorted(active):
-        await send_total(CLUSTERING, partition)
+        await send_total(CLUSTERING, partition, partition_totals[partition])
+
+
+def threshold_of(model: str) -> int:
+    """Clustering counts weighted events; a spam filter ("spam:NAME") counts moderators' reviews."""
+    if model.startswith("spam:"):
+        return settings.moderation_review_threshold
+    return settings.clustering_threshold
 
 
 def counter_state(model: str) -> dict[str, Any]:
-    """A copy of the model's counter: the memory store hands out the stored object itself."""
+    """A copy of the model's counter (the memory store hands out the stored object itself), with
+    the threshold, the count towards it, and the partitions' extra figures summed."""
     state = copy.deepcopy(counters_table.get(model.encode()))
     if state is None:
-        state = {"model": model, "total": 0, "requests": 0, "partitions": {}}
-    threshold = settings.clustering_threshold
+        state = {"model": model, "total": 0, "requests": 0, "partitions": {}, "extras": {}}
+    threshold = threshold_of(model)
     state["threshold"] = threshold or None
     state["count"] = state["total"] % threshold if threshold > 0 else state["total"]
+    summed: dict[str, int] = defaultdict(int)
+    for extra in state.get("extras", {}).values():
+        for name, value in extra.items():
+            summed[name] += value
+    state["summed"] = dict(summed)
     return state
 
 
-def update_total(state: dict[str, Any], partition: int, total: int, threshold: int) -> int:
-    """Take a partition's absolute total; return how many new re-clustering requests it makes.
+def update_total(
+    state: dict[str, Any],
+    partition: int,
+    total: int,
+    threshold: int,
+    extra: dict[str, int] | None = None,
+) -> int:
+    """Take a partition's absolute total; return how many new run requests it makes.
 
     Requests are floor(total / threshold) over the sum of the partitions' totals, whatever order
-    the totals arrive in; the counter (count) is the overflow, total modulo threshold.
+    the totals arrive in; the counter (count) is the overflow, total modulo threshold. `extra`
+    figures (e.g. a filter's confusion counts) travel with the total they belong to.
     """
     partitions = state["partitions"]
+    if total >= partitions.get(str(partition), 0) and extra is not None:
+        state.setdefault("extras", {})[str(partition)] = extra
     partitions[str(partition)] = max(total, partitions.get(str(partition), 0))
     state["total"] = sum(partitions.values())
     if threshold <= 0:
@@ -281,11 +306,14 @@ async def counters_agent(stream: faust.StreamT) -> None:
         try:
             msg = loads_object(event.message.value or b"", settings.max_payload_bytes)
             model, partition, total = str(msg["model"]), int(msg["partition"]), int(msg["total"])
+            extra = {str(k): int(v) for k, v in dict(msg.get("extra") or {}).items()}
         except (Rejected, KeyError, TypeError, ValueError) as exc:
             await send_dead_letter(event, f"bad counter total: {exc}")
             continue
         state = counter_state(model)
-        new = update_total(state, partition, total, settings.clustering_threshold)
+        for derived in ("threshold", "count", "summed"):
+            state.pop(derived)
+        new = update_total(state, partition, total, threshold_of(model), extra)
         counters_table[model.encode()] = state
         if new:
             await request_run(model, "counter", new)
@@ -308,8 +336,12 @@ async def request_run(model: str, reason: str, requests: int = 1) -> None:
 
 @app.page("/counters")
 class CountersView(View):
+    """Every model's counter, from the worker that owns the counters' single partition."""
+
+    @app.table_route(table=counters_table, exact_key=CLUSTERING)
     async def get(self, request: Request) -> Response:
-        return self.json({CLUSTERING: counter_state(CLUSTERING)})
+        models = {key.decode() for key in counters_table} | {CLUSTERING}
+        return self.json({model: counter_state(model) for model in sorted(models)})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,7 +58,9 @@ class Settings:
     clustering_restarts: int = 15
     clustering_seed: int = 123456
     atypical_metric: str = "avg1"
-    # Spam filters.
+    # Spam filters: comma-separated NAME:PRESET (presets in models.spam.PRESETS); a comment's
+    # `filter` field names its filter.
+    spam_filters: str = "comments:example"
     moderation_review_threshold: int = 5
     moderation_cron: str = ""
     # Bearer token required on write routes and the dashboard when set.
@@ -81,6 +83,16 @@ class Settings:
                 continue
             values[f.name] = _convert(name, env[name], f.default)
         return cls(**values)
+
+    @property
+    def spam_filter_presets(self) -> dict[str, str]:
+        """{filter name: preset name} from SMARTSTREAM_SPAM_FILTERS."""
+        out = {}
+        for item in self.spam_filters.split(","):
+            name, _, preset = item.strip().partition(":")
+            if name:
+                out[name] = preset or "example"
+        return out
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -26,7 +26,11 @@ class TopicSpec:
     compacted: bool = False
     # None: the configured partition count; 1 for topics one owner must read in order.
     partitions: int | None = None
+    max_bytes: int | None = None
 
+
+# Spam filters with large vocabularies serialise to a few MB of JSON.
+MODEL_MAX_BYTES = 32 * 1024 * 1024
 
 PAGE_TIMES = "page-times"
 NEW_USERS = "new-users"
@@ -43,6 +47,10 @@ CONTROL = "control"
 # Internal, user-keyed partitions: commands to the owner of each partition (re-assign with a new
 # model version).
 USER_COMMANDS = "user-commands"
+# Internal, compacted: spam filters' training data. Pretraining corpora (`smartstream pretrain`)
+# and moderators' reviewed comments; retraining reads both, never the filter's own predictions.
+PRETRAINING = "pretraining"
+TRAINING_EXAMPLES = "training-examples"
 
 CONTRACT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PAGE_TIMES, "user_id"),
@@ -52,10 +60,12 @@ CONTRACT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(COMMENT_LABELS, "comment_id"),
     TopicSpec(COMMENT_REVIEWS, "comment_id"),
     TopicSpec(DEAD_LETTERS, "original key"),
-    TopicSpec(MODELS, "model name", compacted=True, partitions=1),
+    TopicSpec(MODELS, "model name", compacted=True, partitions=1, max_bytes=MODEL_MAX_BYTES),
     TopicSpec(COUNTER_INCREMENTS, "model name", partitions=1),
     TopicSpec(CONTROL, "model name", partitions=1),
     TopicSpec(USER_COMMANDS, "none (one record per partition)"),
+    TopicSpec(PRETRAINING, "filter:sha1(text)", compacted=True, partitions=1),
+    TopicSpec(TRAINING_EXAMPLES, "comment_id", compacted=True, partitions=1),
 )
 
 
@@ -63,6 +73,8 @@ def new_topics(settings: Settings) -> list[NewTopic]:
     out = []
     for spec in CONTRACT_TOPICS:
         configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+        if spec.max_bytes:
+            configs["max.message.bytes"] = str(spec.max_bytes)
         out.append(
             NewTopic(
                 name=settings.topic(spec.name),

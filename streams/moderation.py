@@ -1,0 +1,382 @@
+"""Comment moderation (SPEC §7) as a streaming service.
+
+* One agent reads `comments` and `comment-reviews` (both keyed by comment id, co-partitioned with
+  the `comments` table) in micro-batches: the new comments of a batch are classified with one
+  vectorised call per filter and labelled on `comment-labels` with the filter's model version.
+  Before a filter's first model exists, comments get an explicit "unknown" label (version 0).
+* A moderator's review becomes a training example (`training-examples`, compacted, keyed by
+  comment id) and counts towards the filter's confusion figures; a review that contradicts the
+  published label is a misclassification. Reviews drive the filter's counter: every
+  SMARTSTREAM_MODERATION_REVIEW_THRESHOLD reviews request a retraining.
+* Retraining (streams.trainer: counter, crontab, `smartstream retrain`) uses the pretraining
+  corpus plus reviewed comments, never the filter's own predictions (fixes SPEC §11.7). The new
+  version reaches every worker through `models` and is hot-swapped between batches: a comment is
+  labelled once per version that processed it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import faust
+from faust.types import EventT
+from faust.web import Request, Response, View
+
+from models.spam import PRESETS, SpamFilter, SpamFilterConfig
+from streams import topics as t
+from streams.app import (
+    app,
+    comment_labels_topic,
+    models_topic,
+    settings,
+    training_examples_topic,
+)
+from streams.metrics import (
+    acting_on,
+    counter_state,
+    counters_table,
+    request_run,
+    row_partition,
+    send_dead_letter,
+    send_total,
+)
+from streams.monitoring import CLASSIFY_SECONDS, EVENTS, MODEL_VERSION
+from streams.records import Rejected, loads_object, parse_comment, parse_comment_review
+from streams.serving import CLUSTERING
+from streams.trainer import in_helper_process, read_latest, register
+
+log = logging.getLogger(__name__)
+COMMENTS = settings.topic(t.COMMENTS)
+REVIEWS = settings.topic(t.COMMENT_REVIEWS)
+STAT_NAMES = ("reviews", "misclassified", "tp", "fp", "tn", "fn")
+
+moderation_events = app.topic(COMMENTS, REVIEWS, key_serializer="raw", value_serializer="raw")
+comments_table = app.Table(
+    "comments",
+    default=None,
+    partitions=settings.partitions,
+    key_type=bytes,
+    help="Comments: text, filter, published label and score, moderator's review.",
+)
+
+
+@dataclass
+class ServingFilter:
+    """A filter's serving model and the inference records of its current and previous versions."""
+
+    name: str
+    preset: str
+    model: SpamFilter | None = None
+    current: dict[str, Any] | None = None
+    previous: dict[str, Any] | None = None
+
+    @property
+    def version(self) -> int:
+        return self.model.version if self.model else 0
+
+    def load(self, document: dict[str, Any]) -> None:
+        if int(document["version"]) <= self.version:
+            return
+        self.model = SpamFilter.from_dict(document["model"])
+        record = {
+            **self.model.inference_record(),
+            "reason": document.get("reason"),
+            "pretraining_size": document.get("pretraining_size"),
+            "reviewed_size": document.get("reviewed_size"),
+        }
+        self.previous, self.current = self.current, record
+        MODEL_VERSION.labels(model=f"spam:{self.name}").set(self.version)
+
+
+filters = {
+    name: ServingFilter(name, preset) for name, preset in settings.spam_filter_presets.items()
+}
+# (filter, partition) -> confusion figures of the reviewed comments whose rows live there
+review_stats: dict[tuple[str, int], dict[str, int]] = defaultdict(
+    lambda: dict.fromkeys(STAT_NAMES, 0)
+)
+
+
+def contribution(row: dict[str, Any] | None) -> dict[str, int]:
+    """What one comment row adds to its filter's review figures."""
+    out = dict.fromkeys(STAT_NAMES, 0)
+    if not row or row.get("review") is None or row.get("filter") is None:
+        return out
+    out["reviews"] = 1
+    label, review = row.get("label"), row["review"]
+    if label is not None:
+        key = ("t" if label == review else "f") + ("p" if label else "n")
+        out[key] = 1
+        out["misclassified"] = int(label != review)
+    return out
+
+
+def _account(partition: int, old: dict | None, new: dict) -> str | None:
+    """Move a row's contribution from `old` to `new`; return the filter whose figures changed."""
+    before, after = contribution(old), contribution(new)
+    if before == after:
+        return None
+    for row, sign in ((old, -1), (new, 1)):
+        if row and row.get("filter"):
+            stats = review_stats[(row["filter"], partition)]
+            for name, value in contribution(row).items():
+                stats[name] += sign * value
+    return new.get("filter") or (old or {}).get("filter")
+
+
+@app.agent(moderation_events)
+async def moderation_agent(stream: faust.StreamT) -> None:
+    async for events in stream.take_events(settings.batch_max, settings.batch_within):
+        by_partition: dict[int, list[EventT]] = defaultdict(list)
+        for event in events:
+            by_partition[event.message.partition].append(event)
+        for partition, group in by_partition.items():
+            with acting_on(group[-1]):
+                await moderate(partition, group)
+        for topic in (COMMENTS, REVIEWS):
+            count = sum(e.message.topic == topic for e in events)
+            if count:
+                EVENTS.labels(topic=topic).inc(count)
+
+
+async def moderate(partition: int, group: Sequence[EventT]) -> None:
+    rows: dict[bytes, dict[str, Any]] = {}
+    originals: dict[bytes, dict[str, Any] | None] = {}
+    fresh: list[tuple[dict[str, Any], EventT]] = []
+    for event in group:
+        msg = event.message
+        try:
+            obj = loads_object(msg.value or b"", settings.max_payload_bytes)
+            record = parse_comment(obj) if msg.topic == COMMENTS else parse_comment_review(obj)
+        except Rejected as exc:
+            await send_dead_letter(event, str(exc))
+            continue
+        key = record.comment_id.encode()
+        if key not in rows:
+            stored = comments_table.get(key)
+            originals[key] = stored
+            rows[key] = copy.deepcopy(stored) or {"comment_id": record.comment_id}
+        row = rows[key]
+        if msg.topic == COMMENTS:
+            if row.get("offset", -1) >= msg.offset:
+                continue  # a replay: labelled already
+            if record.filter not in filters:
+                await send_dead_letter(event, f"unknown spam filter {record.filter!r}")
+                continue
+            row.update(
+                filter=record.filter,
+                text=record.text,
+                user_id=record.user_id,
+                offset=msg.offset,
+                ts=record.ts,
+            )
+            fresh.append((row, event))
+        elif row.get("review_offset", -1) < msg.offset:
+            row.update(review=record.is_spam, reviewer=record.reviewer, review_offset=msg.offset)
+    await classify(fresh)
+    changed_filters = set()
+    for key, row in rows.items():
+        comments_table[key] = row
+        old = originals[key]
+        if (
+            row.get("review") is not None
+            and row.get("text") is not None
+            and (
+                old is None or (old.get("review"), old.get("text")) != (row["review"], row["text"])
+            )
+        ):
+            await publish_example(row)
+        changed = _account(partition, old, row)
+        if changed:
+            changed_filters.add(changed)
+    for name in changed_filters:
+        stats = review_stats[(name, partition)]
+        await send_total(f"spam:{name}", partition, stats["reviews"], stats)
+
+
+async def classify(fresh: list[tuple[dict[str, Any], EventT]]) -> None:
+    """Label new comments: one vectorised prediction per filter (micro-batching)."""
+    by_filter: dict[str, list[tuple[dict[str, Any], EventT]]] = defaultdict(list)
+    for row, event in fresh:
+        by_filter[row["filter"]].append((row, event))
+    for name, items in by_filter.items():
+        serving = filters[name]
+        model = serving.model
+        if model is None:
+            labels: list[bool | None] = [None] * len(items)
+            scores: list[float | None] = [None] * len(items)
+        else:
+            texts = [row["text"] for row, _ in items]
+            scores = model.predict_proba(texts).tolist()
+            labels = model.predict(texts).tolist()
+        now = time.time()
+        for (row, event), label, score in zip(items, labels, scores, strict=True):
+            row.update(label=label, score=score, model_version=serving.version)
+            value = {
+                "comment_id": row["comment_id"],
+                "is_spam": label,
+                "score": score,
+                "filter": name,
+                "model_version": serving.version,
+                "ts": now,
+                "state": "labelled" if model else "unknown",
+            }
+            await comment_labels_topic.send(
+                key=row["comment_id"].encode(), value=json.dumps(value).encode()
+            )
+            CLASSIFY_SECONDS.observe(max(0.0, now - event.message.timestamp))
+
+
+async def publish_example(row: dict[str, Any]) -> None:
+    example = {
+        "filter": row["filter"],
+        "comment_id": row["comment_id"],
+        "text": row["text"],
+        "is_spam": row["review"],
+        "reviewer": row.get("reviewer"),
+    }
+    await training_examples_topic.send(
+        key=row["comment_id"].encode(), value=json.dumps(example).encode()
+    )
+
+
+@comments_table.on_recover
+async def recount_reviews() -> None:
+    """Rebuild this worker's partitions' review figures from the table and resend them."""
+    active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == COMMENTS}
+    for key in [k for k in review_stats if k[1] in active]:
+        del review_stats[key]
+    touched = set()
+    for key, row in comments_table.items():
+        partition = row_partition(key)
+        if partition in active and row.get("filter"):
+            stats = review_stats[(row["filter"], partition)]
+            for name, value in contribution(row).items():
+                stats[name] += value
+            touched.add((row["filter"], partition))
+    for name, partition in sorted(touched):
+        stats = review_stats[(name, partition)]
+        await send_total(f"spam:{name}", partition, stats["reviews"], stats)
+
+
+# ---------------------------------------------------------------------------------------------
+# Retraining
+
+
+def train_filter(
+    texts: list[str], labels: list[bool], config: dict, name: str, version: int
+) -> dict:
+    """Runs in the helper process: fit + cross-validate + calibrate, as a JSON-able dict."""
+    model = SpamFilter(SpamFilterConfig(**config), name=name, version=version - 1)
+    return model.fit(texts, labels).to_dict()
+
+
+async def training_data(name: str) -> tuple[list[str], list[bool], int, int]:
+    """The filter's pretraining corpus plus its reviewed comments (reviews win on equal text)."""
+    pre = await read_latest(settings.topic(t.PRETRAINING), 1)
+    reviewed = await read_latest(settings.topic(t.TRAINING_EXAMPLES), 1)
+    by_text: dict[str, bool] = {}
+    n_pre = n_rev = 0
+    for value in pre.values():
+        if value.get("filter") == name:
+            by_text[value["text"]] = bool(value["is_spam"])
+            n_pre += 1
+    for value in reviewed.values():
+        if value.get("filter") == name:
+            by_text[value["text"]] = bool(value["is_spam"])
+            n_rev += 1
+    return list(by_text), list(by_text.values()), n_pre, n_rev
+
+
+def make_run(name: str) -> Any:
+    async def run_retrain(reason: str) -> None:
+        serving = filters[name]
+        texts, labels, n_pre, n_rev = await training_data(name)
+        if len(set(labels)) < 2:
+            raise ValueError(f"filter {name!r} needs spam and ham examples (pretrain it first)")
+        config = asdict(PRESETS[serving.preset])
+        version = serving.version + 1
+        fitted = await in_helper_process(train_filter, texts, labels, config, name, version)
+        document = {
+            "name": f"spam:{name}",
+            "version": version,
+            "reason": reason,
+            "model": fitted,
+            "pretraining_size": n_pre,
+            "reviewed_size": n_rev,
+        }
+        await models_topic.send(key=f"spam:{name}".encode(), value=json.dumps(document).encode())
+        serving.load(document)
+        cv = serving.current["cross_validation"] if serving.current else None
+        log.warning(
+            "spam filter %s v%d (%s): %d texts (%d pretraining, %d reviewed); %s",
+            name,
+            version,
+            reason,
+            len(texts),
+            n_pre,
+            n_rev,
+            cv,
+        )
+
+    return run_retrain
+
+
+retrainers = {name: register(f"spam:{name}", make_run(name), f.load) for name, f in filters.items()}
+
+if settings.moderation_cron:
+
+    @app.crontab(settings.moderation_cron)
+    async def scheduled_retraining() -> None:
+        for name in filters:
+            await request_run(f"spam:{name}", "crontab")
+
+
+# ---------------------------------------------------------------------------------------------
+# Web views
+
+
+@app.page("/spam-filters/{name}")
+class SpamFilterView(View):
+    """Current and previous inference (the original admin block) plus reviews' confusion counts;
+    served by the owner of the counters so the figures are complete."""
+
+    # The counters table has one partition: any of its keys routes to its owner.
+    @app.table_route(table=counters_table, exact_key=CLUSTERING)
+    async def get(self, request: Request, name: str) -> Response:
+        serving = filters.get(name)
+        if serving is None:
+            return self.json({"error": f"unknown spam filter {name!r}"}, status=404)
+        counter = counter_state(f"spam:{name}")
+        reviews = {k: counter["summed"].get(k, 0) for k in STAT_NAMES}
+        return self.json(
+            {
+                "name": name,
+                "preset": serving.preset,
+                "version": serving.version,
+                "current": serving.current,
+                "previous": serving.previous,
+                "reviews": reviews,
+                "counter": {k: counter[k] for k in ("total", "count", "threshold", "requests")},
+                "trainer": retrainers[name].state(),
+            }
+        )
+
+
+@app.page("/comments/{comment_id}")
+class CommentView(View):
+    """A comment's row (label, score, version, review), from the worker owning its partition."""
+
+    @app.table_route(table=comments_table, match_info="comment_id")
+    async def get(self, request: Request, comment_id: str) -> Response:
+        row = comments_table.get(comment_id.encode())
+        if row is None:
+            return self.json({"error": f"unknown comment {comment_id!r}"}, status=404)
+        return self.json({k: v for k, v in row.items() if not k.endswith("offset")})

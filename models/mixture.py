@@ -169,6 +169,7 @@ class BayesianGaussianMixture:
     tol: float = 1e-5
     seed: int = 123456
     n_jobs: int = 1
+    subsample: int | None = 4000
     priors: Priors = field(default_factory=Priors)
     features: tuple[str, ...] = ("avg_time_pages", "avg_time_pages_a")
     # Fitted state
@@ -190,9 +191,12 @@ class BayesianGaussianMixture:
     ) -> BayesianGaussianMixture:
         """Fit on X (N x D); name clusters consistently with `previous` if given.
 
-        Cold: `n_restarts` seeded random starts. Warm (`warm_start` with a `previous` model of the
-        same K): one VB run started from the previous model's assignment of X, which converges in
-        a few iterations to the nearby optimum; a cold run now and then finds new clusters.
+        Cold: `n_restarts` seeded random starts. Above `subsample` rows, the restarts run on a
+        seeded random subsample and the best one seeds a single run on all of X (the restarts
+        only have to find the right basin; the full data then refines it). Warm (`warm_start`
+        with a `previous` model of the same K): one VB run started from the previous model's
+        assignment of X, which converges in a few iterations to the nearby optimum; a cold run
+        now and then finds new clusters.
         """
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or X.shape[0] < 2 or not np.isfinite(X).all():
@@ -200,10 +204,13 @@ class BayesianGaussianMixture:
         start = time.perf_counter()
         warm = warm_start and previous is not None and previous.posterior is not None
         if warm and previous.n_components == self.n_components:  # type: ignore[union-attr]
-            init = np.argmax(previous.posterior.log_resp(X), axis=1)  # type: ignore[union-attr]
-            runs = [
-                vb_run(X, self.n_components, self.priors, self.seed, self.max_iter, self.tol, init)
-            ]
+            runs = [self._run_from(previous.posterior, X)]  # type: ignore[union-attr]
+        elif self.subsample and X.shape[0] > self.subsample:
+            rows = np.random.RandomState(self.seed).choice(
+                X.shape[0], self.subsample, replace=False
+            )
+            best = max(self._restarts(X[rows]), key=lambda r: r.lower_bound)
+            runs = [self._run_from(best, X)]
         else:
             runs = self._restarts(X)
         self.restart_bounds_ = [r.lower_bound for r in runs]
@@ -218,6 +225,11 @@ class BayesianGaussianMixture:
         self.duration_s = time.perf_counter() - start
         self.trained_at = time.time()
         return self
+
+    def _run_from(self, posterior: Posterior, X: np.ndarray) -> Posterior:
+        """One VB run on X whose assignments start from `posterior`'s."""
+        init = np.argmax(posterior.log_resp(X), axis=1)
+        return vb_run(X, self.n_components, self.priors, self.seed, self.max_iter, self.tol, init)
 
     def _restarts(self, X: np.ndarray) -> list[Posterior]:
         jobs = [
@@ -315,6 +327,7 @@ class BayesianGaussianMixture:
             "version": self.version,
             "features": list(self.features),
             "params": {
+                "subsample": self.subsample,
                 "n_components": self.n_components,
                 "n_restarts": self.n_restarts,
                 "max_iter": self.max_iter,
@@ -341,6 +354,7 @@ class BayesianGaussianMixture:
             max_iter=int(p["max_iter"]),
             tol=float(p["tol"]),
             seed=int(p["seed"]),
+            subsample=p.get("subsample"),
             priors=Priors(**p["priors"]),
             features=tuple(d["features"]),
         )

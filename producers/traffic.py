@@ -102,21 +102,25 @@ class Traffic:
         uid = self.ids[i]
         return Event(t.PAGE_TIMES, uid, {"user_id": uid, "page_type": page, "seconds": seconds})
 
+    def labelled_text(self) -> tuple[str, bool]:
+        """A comment text and whether it is spam: from the corpus, else from the templates."""
+        if self.corpus:
+            return self.corpus[int(self.rng.integers(len(self.corpus)))]
+        spam = bool(self.rng.random() < 0.5)
+        templates = SPAM if spam else HAM
+        text = templates[int(self.rng.integers(len(templates)))].format(
+            n=int(self.rng.integers(1000)),
+            year=2020 + int(self.rng.integers(7)),
+            minute=int(self.rng.integers(4)),
+            second=int(self.rng.integers(60)),
+        )
+        return text, spam
+
     def comment(self) -> Event:
         self.comment_seq += 1
         cid = f"c{self.comment_seq}"
         uid = self.ids[int(self.rng.integers(self.n))]
-        if self.corpus:
-            text, spam = self.corpus[int(self.rng.integers(len(self.corpus)))]
-        else:
-            spam = bool(self.rng.random() < 0.5)
-            template = (SPAM if spam else HAM)[int(self.rng.integers(len(SPAM if spam else HAM)))]
-            text = template.format(
-                n=int(self.rng.integers(1000)),
-                year=2020 + int(self.rng.integers(7)),
-                minute=int(self.rng.integers(4)),
-                second=int(self.rng.integers(60)),
-            )
+        text, _ = self.labelled_text()
         return Event(t.COMMENTS, cid, {"comment_id": cid, "user_id": uid, "text": text})
 
     def history(self) -> Iterator[Event]:

@@ -90,15 +90,24 @@ def test_pretrain_label_review_retrain(stack: Stack, tmp_path) -> None:
     feeder = threading.Thread(target=stream)
     feeder.start()
     reviewed = {}
-    wait_for(
-        lambda: len(labels_by_comment(stack)) >= 3 + 2 * THRESHOLD,
+
+    def row(cid: str) -> dict:
+        status, body = worker.get(f"/comments/{cid}")
+        return body if status == 200 else {}
+
+    reviewed_ids = [f"c{i}" for i in range(2 * THRESHOLD)]
+    published = wait_for(
+        lambda: (
+            all(row(c).get("model_version") for c in reviewed_ids)
+            and {c: row(c) for c in reviewed_ids}
+        ),
         120,
         "the first comments labelled",
     )
-    published = {cid: v[-1] for cid, v in labels_by_comment(stack).items()}
+    assert feeder.is_alive(), "the stream should still be running when the reviews arrive"
     for i in range(2 * THRESHOLD):
         cid = f"c{i}"
-        verdict = truth[i] if i % 5 else not published[cid]["is_spam"]  # every 5th contradicts
+        verdict = truth[i] if i % 5 else not published[cid]["label"]  # every 5th contradicts
         reviewed[cid] = verdict
         producer.review(cid, verdict, reviewer="mod")
     producer.flush()
@@ -118,7 +127,7 @@ def test_pretrain_label_review_retrain(stack: Stack, tmp_path) -> None:
     assert state["counter"]["requests"] == 2
     assert state["current"]["reviewed_size"] == 2 * THRESHOLD
     assert state["previous"]["version"] == state["version"] - 1
-    expected_mis = sum(reviewed[c] != published[c]["is_spam"] for c in reviewed)
+    expected_mis = sum(reviewed[c] != published[c]["label"] for c in reviewed)
     assert state["reviews"]["misclassified"] == expected_mis >= 2 * THRESHOLD // 5
     confusion = state["reviews"]
     assert confusion["tp"] + confusion["fp"] + confusion["tn"] + confusion["fn"] == 2 * THRESHOLD
@@ -141,8 +150,8 @@ def test_pretrain_label_review_retrain(stack: Stack, tmp_path) -> None:
     print(f"\nlabels by version {Counter(versions)}; longest labelling gap {max(gaps):.3f} s")
     assert len(set(versions)) >= 2, "the stream should span a retraining"
     assert max(gaps) < 2.0
-    status, row = worker.get("/comments/c0")
-    assert status == 200 and row["review"] == reviewed["c0"] and row["filter"] == "comments"
+    first_row = row("c0")
+    assert first_row["review"] == reviewed["c0"] and first_row["filter"] == "comments"
 
     # After the retrains, new comments are labelled by the newest version.
     for i in range(10):

@@ -18,7 +18,15 @@ log = logging.getLogger("smartstream")
 def load_worker_modules() -> Any:
     """Import every domain module so its agents, tables, timers and pages register on the app."""
     from streams import app as app_module
-    from streams import clustering, metrics, moderation, monitoring, trainer, users  # noqa: F401
+    from streams import (  # noqa: F401
+        clustering,
+        dashboard,
+        metrics,
+        moderation,
+        monitoring,
+        trainer,
+        users,
+    )
 
     return app_module.app
 

@@ -79,6 +79,7 @@ async def run_clustering(reason: str) -> None:
         "users": len(profiles),
         **fitted,
     }
+    document["sample"] = snapshot(profiles, fitted)
     await models_topic.send(key=CLUSTERING.encode(), value=json.dumps(document).encode())
     serving.load(document)
     mirror.stage(f"model:{CLUSTERING}", clusters_view())
@@ -97,6 +98,32 @@ async def run_clustering(reason: str) -> None:
         len(mixture.labels_),
         100 * (mixture.label_change_share_ or 0),
     )
+
+
+def snapshot(profiles: list[dict[str, Any]], fitted: dict[str, Any], size: int = 1500) -> dict:
+    """What the dashboard draws: up to `size` users in feature space with their new labels, and
+    the users BN1 flags as atypical (at most 100)."""
+    rng = np.random.default_rng(0)
+    picked = [
+        profiles[i]
+        for i in sorted(rng.choice(len(profiles), min(size, len(profiles)), replace=False))
+    ]
+    X = features_of(picked)
+    labels = BayesianGaussianMixture.from_dict(fitted["mixture"]).predict(X)
+    population = NormalPopulation.from_dict(fitted["population"])
+    metric = settings.atypical_metric
+    atypical = [
+        {"user_id": p["user_id"], metric: p[metric]}
+        for p in profiles
+        if p.get(metric) is not None and population.n and bool(population.predict(p[metric]))
+    ]
+    return {
+        "users": [p["user_id"] for p in picked],
+        "points": X.round(3).tolist(),
+        "labels": [str(x) for x in labels],
+        "atypical": atypical[:100],
+        "atypical_count": len(atypical),
+    }
 
 
 trainer = register(CLUSTERING, run_clustering, serving.load)
@@ -135,6 +162,7 @@ def _summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
             "mean": pop.mean,
             "precision": pop.precision,
             "band": list(pop.band) if pop.n else None,
+            "users": (document.get("sample") or {}).get("atypical_count"),
         },
     }
 

@@ -54,7 +54,7 @@ from streams.records import (
     parse_new_user,
     parse_page_time,
 )
-from streams.serving import assign, serving
+from streams.serving import assign, observe_metric, serving
 from streams.users import mirror, users_table
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,7 @@ async def _apply_events(group: list[EventT], touched: list[dict[str, Any]]) -> i
     profiles: dict[bytes, dict[str, Any]] = {}
     weight = 0
     reassign = False
+    new_metric: list[float] = []
     for event in group:
         msg = event.message
         if msg.topic == USER_COMMANDS:
@@ -171,10 +172,14 @@ async def _apply_events(group: list[EventT], touched: list[dict[str, Any]]) -> i
             add_profile_weight(profile, settings.clustering_weight_page_time)
             weight += settings.clustering_weight_page_time
         else:
+            value = getattr(record, settings.atypical_metric, None)
+            if profile.get(settings.atypical_metric) is None and value is not None:
+                new_metric.append(value)
             apply_new_user(profile, record)
             add_profile_weight(profile, settings.clustering_weight_new_user)
             weight += settings.clustering_weight_new_user
         mark_applied(profile, msg.topic, msg.offset)
+    observe_metric(new_metric)
     event_keys = set(profiles)
     if reassign:  # every row of the partition, not only the ones the events touched
         partition = group[-1].message.partition

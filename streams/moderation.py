@@ -20,7 +20,7 @@ import copy
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -95,6 +95,8 @@ class ServingFilter:
         MODEL_VERSION.labels(model=f"spam:{self.name}").set(self.version)
 
 
+# The last comments this worker labelled, for the dashboard.
+latest_comments: deque[dict[str, Any]] = deque(maxlen=20)
 filters = {
     name: ServingFilter(name, preset) for name, preset in settings.spam_filter_presets.items()
 }
@@ -228,6 +230,7 @@ async def classify(fresh: list[tuple[dict[str, Any], EventT]]) -> None:
                 "ts": now,
                 "state": "labelled" if model else "unknown",
             }
+            latest_comments.appendleft({**value, "text": row["text"][:500]})
             await comment_labels_topic.send(
                 key=row["comment_id"].encode(), value=json.dumps(value).encode()
             )

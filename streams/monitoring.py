@@ -28,6 +28,10 @@ CLASSIFY_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
 )
 
+CONSUMER_LAG = Gauge(
+    "smartstream_consumer_lag", "Records not yet read, this worker's partitions", ["topic"]
+)
+
 STARTED = time.time()
 _state = {"assigned": False}
 
@@ -54,7 +58,36 @@ class HealthView(View):
         return self.json(body, status=200 if ready else 503)
 
 
+def consumer_lag() -> dict[str, int]:
+    """Per topic: high-water mark minus the next offset to read, over this worker's partitions."""
+    lag: dict[str, int] = {}
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        try:
+            highwater = consumer.highwater(tp)
+        except (AssertionError, KeyError, AttributeError):
+            continue
+        read = consumer._read_offset.get(tp)  # faust keeps the last offset it read per partition
+        position = 0 if read is None else read + 1
+        if highwater is not None:
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - position)
+    return lag
+
+
+def counter_values(counter: Counter) -> dict[str, float]:
+    """{label value: count} of a single-label Prometheus counter."""
+    out = {}
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                out[next(iter(sample.labels.values()))] = sample.value
+    return out
+
+
 @app.page("/metrics")
 class MetricsView(View):
     async def get(self, request: Request) -> Response:
+        if is_ready():
+            for topic, lag in consumer_lag().items():
+                CONSUMER_LAG.labels(topic=topic).set(lag)
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])

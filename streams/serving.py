@@ -49,6 +49,13 @@ class ServingModel:
 serving = ServingModel()
 
 
+def observe_metric(values: list[float]) -> None:
+    """New users' metric values move the atypical band between batch fits: BN1's exact online
+    update of the same posterior (models.normal)."""
+    if values and serving.population is not None and serving.population.n:
+        serving.population.partial_fit(np.asarray(values, dtype=float))
+
+
 def features_of(profiles: list[dict[str, Any]]) -> np.ndarray:
     return np.array([[float(p.get(f) or 0.0) for f in FEATURES] for p in profiles], dtype=float)
 

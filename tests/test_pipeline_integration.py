@@ -98,8 +98,11 @@ def test_known_stream_is_exact(stack: Stack) -> None:
     assert all(r["reason"] == "counter" for r in control())
 
 
-def test_restart_mid_stream_recovers_exactly(stack: Stack) -> None:
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_restart_mid_stream_recovers_exactly(stack: Stack, store: str) -> None:
+    """The second worker starts with an empty data directory: its table comes from the changelog."""
     stack.env["SMARTSTREAM_CLUSTERING_THRESHOLD"] = str(THRESHOLD)
+    stack.env["SMARTSTREAM_STORE"] = store
     worker = stack.start_worker()
     ks = streamdata.build(n_users=200, n_views=6000, seed=11)
     total = ks.weight()

@@ -1,0 +1,56 @@
+"""HTTP ingestion through a real worker: the contract's JSON and the browser beacon are produced
+to Kafka (204) and land in the user's record; bad input gets 400 with the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_page_time_beacon_new_user_and_comment_routes(stack: Stack) -> None:
+    worker = stack.start_worker()
+    assert (
+        worker.post("/events/new-user", b'{"user_id": "42", "age": 31, "sex": "F", "avg1": 7.5}')[0]
+        == 204
+    )
+    beacon = b'{"metric": "time_spent", "user_id": 42, "page_type": "C", "time_spent": 12.5}'
+    assert (
+        worker.post("/events/page-time", beacon, content_type="text/plain;charset=UTF-8")[0] == 204
+    )
+    contract = b'{"user_id": "42", "page_type": "A", "seconds": 7.5}'
+    assert worker.post("/events/page-time", contract)[0] == 204
+    user = wait_for(
+        lambda: (r := worker.get("/users/42"))[0] == 200 and r[1]["visits_pages"] == 2 and r[1],
+        60,
+        "the posted events in the user's record",
+    )
+    assert user["avg_time_pages"] == pytest.approx(10.0)
+    assert (user["visits_pages_c"], user["avg_time_pages_c"]) == (1, 12.5)
+    assert (user["visits_pages_a"], user["avg_time_pages_a"]) == (1, 7.5)
+    assert (user["age"], user["sex"], user["avg1"]) == (31, "F", 7.5)
+
+    assert worker.post("/comments", b'{"comment_id": "x1", "text": "<b>hello</b>"}')[0] == 204
+    row = wait_for(lambda: (r := worker.get("/comments/x1"))[0] == 200 and r[1], 60, "the comment")
+    assert row["text"] == "<b>hello</b>" and row["filter"] == "comments"
+
+    bad = [
+        ("/events/page-time", b'{"user_id": "1", "page_type": "AB", "seconds": 3}', "page_type"),
+        ("/events/page-time", b'{"user_id": "1", "page_type": "A", "seconds": -1}', "positive"),
+        (
+            "/events/page-time",
+            b'{"metric": "time_spent", "user_id": 1, "page_type": "Z"}',
+            "page_type",
+        ),
+        ("/events/page-time", b"not json", "malformed JSON"),
+        ("/events/page-time", b"x" * 70000, "too large"),
+        ("/events/new-user", b'{"user_id": "1", "age": "x"}', "age"),
+        ("/comments", b'{"comment_id": "1"}', "text"),
+    ]
+    for route, body, reason in bad:
+        status, answer = worker.post(route, body)
+        assert status == 400, (route, body[:40], answer)
+        assert reason in answer["error"]
+    assert worker.get("/health")[1]["status"] == "ok"

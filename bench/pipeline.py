@@ -6,7 +6,8 @@
 2. Raw baseline: an aiokafka consumer reads them all and decodes the JSON (events/s).
 3. SmartStream: a worker starts on the backlog; events/s from its first to its last processed
    event (the counter total reaching N), and the worker's peak RSS.
-4. Memory per 100k users (--memory): RSS growth of a worker holding U users, memory vs rocksdb.
+4. Naive Faust agent (--naive, bench/naive_app.py): group_by + one table write per event.
+5. Memory per 100k users (--memory): RSS growth of a worker holding U users, memory vs rocksdb.
 """
 
 from __future__ import annotations
@@ -85,10 +86,11 @@ def get(url: str) -> dict:
         return json.load(resp)
 
 
-def run_worker(env: dict, port: int, events: int) -> dict:
-    """Start a worker on the backlog and time it from its first to its last processed event."""
+def run_worker(env: dict, port: int, events: int, command: list[str] | None = None) -> dict:
+    """Start a worker on the backlog and time it from its first to its last processed event
+    (its GET /counters total, which the naive app imitates)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker"],
+        command or [sys.executable, "-m", "streams.cli", "worker"],
         env=env,
         cwd=env["SMARTSTREAM_DATA_DIR"],
         stdout=subprocess.DEVNULL,
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--store", default="memory://")
     parser.add_argument("--memory", action="store_true", help="also measure RSS per 100k users")
+    parser.add_argument("--naive", action="store_true", help="also run the naive Faust agent")
     args = parser.parse_args()
     base = Settings.from_env()
     prefix = f"bench{uuid.uuid4().hex[:6]}-"
@@ -173,6 +176,25 @@ def main() -> None:
         f"ratio to raw {ours / raw:.3f}, peak RSS {res['peak_rss_mb']:.0f} MB",
         flush=True,
     )
+    if args.naive:
+        with tempfile.TemporaryDirectory() as tmp:
+            env, port = worker_env(prefix, "memory://", tmp)
+            naive = [
+                sys.executable,
+                str(ROOT / "bench" / "naive_app.py"),
+                "worker",
+                "-l",
+                "warn",
+                "--web-port",
+                str(port),
+            ]
+            res = run_worker(env, port, args.events, naive)
+        rate = res["events_per_s"]
+        print(
+            f"naive Faust agent (group_by, one table write per event): {rate:,.0f} events/s, "
+            f"ratio to raw {rate / raw:.3f}; SmartStream / naive = {ours / rate:.1f}",
+            flush=True,
+        )
     if args.memory:
         for store in ("memory://", "rocksdb://"):
             empty = rss_holding(store, 1)

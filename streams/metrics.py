@@ -38,7 +38,7 @@ from streams.app import (
     page_times_topic,
     settings,
 )
-from streams.monitoring import DEAD_LETTERS, EVENTS, LAST_EVENT
+from streams.monitoring import BATCH_SECONDS, DEAD_LETTERS, EVENTS, LAST_EVENT
 from streams.profiles import (
     already_applied,
     apply_new_user,
@@ -107,6 +107,7 @@ async def user_events_agent(stream: faust.StreamT) -> None:
 
 
 async def process_user_events(events: Sequence[EventT]) -> None:
+    start = time.perf_counter()
     by_partition: dict[int, list[EventT]] = defaultdict(list)
     for event in events:
         by_partition[event.message.partition].append(event)
@@ -119,6 +120,7 @@ async def process_user_events(events: Sequence[EventT]) -> None:
     mirror.stage_users(touched)
     await mirror.flush()
     LAST_EVENT.set(time.time())
+    BATCH_SECONDS.labels(agent="users").observe(time.perf_counter() - start)
 
 
 async def _apply_partition(group: list[EventT], touched: list[dict[str, Any]]) -> int:

@@ -47,7 +47,7 @@ from streams.metrics import (
     send_dead_letter,
     send_total,
 )
-from streams.monitoring import CLASSIFY_SECONDS, EVENTS, MODEL_VERSION
+from streams.monitoring import BATCH_SECONDS, CLASSIFY_SECONDS, EVENTS, MODEL_VERSION
 from streams.records import Rejected, loads_object, parse_comment, parse_comment_review
 from streams.serving import CLUSTERING
 from streams.trainer import in_helper_process, read_latest, register
@@ -136,12 +136,14 @@ def _account(partition: int, old: dict | None, new: dict) -> str | None:
 @app.agent(moderation_events)
 async def moderation_agent(stream: faust.StreamT) -> None:
     async for events in stream.take_events(settings.batch_max, settings.batch_within):
+        start = time.perf_counter()
         by_partition: dict[int, list[EventT]] = defaultdict(list)
         for event in events:
             by_partition[event.message.partition].append(event)
         for partition, group in by_partition.items():
             with acting_on(group[-1]):
                 await moderate(partition, group)
+        BATCH_SECONDS.labels(agent="moderation").observe(time.perf_counter() - start)
         for topic in (COMMENTS, REVIEWS):
             count = sum(e.message.topic == topic for e in events)
             if count:
@@ -215,9 +217,8 @@ async def classify(fresh: list[tuple[dict[str, Any], EventT]]) -> None:
             labels: list[bool | None] = [None] * len(items)
             scores: list[float | None] = [None] * len(items)
         else:
-            texts = [row["text"] for row, _ in items]
-            scores = model.predict_proba(texts).tolist()
-            labels = model.predict(texts).tolist()
+            predicted, calibrated = model.predict_with_scores([row["text"] for row, _ in items])
+            labels, scores = predicted.tolist(), calibrated.tolist()
         now = time.time()
         for (row, event), label, score in zip(items, labels, scores, strict=True):
             row.update(label=label, score=score, model_version=serving.version)

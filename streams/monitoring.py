@@ -28,6 +28,12 @@ CLASSIFY_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
 )
 
+BATCH_SECONDS = Histogram(
+    "smartstream_batch_seconds",
+    "Time an agent spends on one batch",
+    ["agent"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
+)
 CONSUMER_LAG = Gauge(
     "smartstream_consumer_lag", "Records not yet read, this worker's partitions", ["topic"]
 )

@@ -79,10 +79,15 @@ counters_table = app.Table(
 )
 
 
-async def send_dead_letter(event: EventT, error: str) -> None:
+def send_dead_letter(event: EventT, error: str) -> None:
+    """Queue the refused record on `dead-letters`.
+
+    Hot-path records go out with ``send_soon``: buffered, not awaited one by one; Faust flushes
+    the producer before it commits offsets, so nothing is committed before it is sent.
+    """
     msg = event.message
     DEAD_LETTERS.labels(topic=msg.topic).inc()
-    await dead_letters_topic.send(
+    dead_letters_topic.send_soon(
         key=msg.key, value=dead_letter(msg.topic, msg.partition, msg.offset, error, msg.value)
     )
 
@@ -114,7 +119,7 @@ async def process_user_events(events: Sequence[EventT]) -> None:
     touched: list[dict[str, Any]] = []
     for partition, group in by_partition.items():
         partition_totals[partition] += await _apply_partition(group, touched)
-        await send_total(CLUSTERING, partition, partition_totals[partition])
+        send_total(CLUSTERING, partition, partition_totals[partition])
     for topic, count in Counter(e.message.topic for e in events).items():
         EVENTS.labels(topic=topic).inc(count)
     mirror.stage_users(touched)
@@ -160,7 +165,7 @@ async def _apply_events(group: list[EventT], touched: list[dict[str, Any]]) -> i
         try:
             record = _parse(event)
         except Rejected as exc:
-            await send_dead_letter(event, str(exc))
+            send_dead_letter(event, str(exc))
             continue
         key = record.user_id.encode()
         profile = profiles.get(key)
@@ -195,9 +200,7 @@ async def _apply_events(group: list[EventT], touched: list[dict[str, Any]]) -> i
             users_table[key] = profile
             touched.append(profile)
     for a in changed:
-        await cluster_assignments_topic.send(
-            key=a["user_id"].encode(), value=json.dumps(a).encode()
-        )
+        cluster_assignments_topic.send_soon(key=a["user_id"].encode(), value=json.dumps(a).encode())
     return weight
 
 
@@ -233,12 +236,10 @@ def row_partition(key: bytes) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
 
 
-async def send_total(
-    model: str, partition: int, total: int, extra: dict[str, int] | None = None
-) -> None:
+def send_total(model: str, partition: int, total: int, extra: dict[str, int] | None = None) -> None:
     """A partition's absolute total for a model's counter (see :func:`update_total`)."""
     message = {"model": model, "partition": partition, "total": total, "extra": extra}
-    await counter_increments_topic.send(key=model.encode(), value=json.dumps(message).encode())
+    counter_increments_topic.send_soon(key=model.encode(), value=json.dumps(message).encode())
 
 
 @users_table.on_recover
@@ -253,7 +254,7 @@ async def recount_partitions() -> None:
         if partition in active:
             partition_totals[partition] += profile.get("weight", 0)
     for partition in sorted(active):
-        await send_total(CLUSTERING, partition, partition_totals[partition])
+        send_total(CLUSTERING, partition, partition_totals[partition])
 
 
 def threshold_of(model: str) -> int:
@@ -315,7 +316,7 @@ async def counters_agent(stream: faust.StreamT) -> None:
             model, partition, total = str(msg["model"]), int(msg["partition"]), int(msg["total"])
             extra = {str(k): int(v) for k, v in dict(msg.get("extra") or {}).items()}
         except (Rejected, KeyError, TypeError, ValueError) as exc:
-            await send_dead_letter(event, f"bad counter total: {exc}")
+            send_dead_letter(event, f"bad counter total: {exc}")
             continue
         state = counter_state(model)
         for derived in ("threshold", "count", "summed"):

@@ -135,7 +135,7 @@ def _account(partition: int, old: dict | None, new: dict) -> str | None:
 
 @app.agent(moderation_events)
 async def moderation_agent(stream: faust.StreamT) -> None:
-    async for events in stream.take_events(settings.batch_max, settings.batch_within):
+    async for events in stream.take_events(settings.batch_max, settings.moderation_batch_within):
         start = time.perf_counter()
         by_partition: dict[int, list[EventT]] = defaultdict(list)
         for event in events:
@@ -160,7 +160,7 @@ async def moderate(partition: int, group: Sequence[EventT]) -> None:
             obj = loads_object(msg.value or b"", settings.max_payload_bytes)
             record = parse_comment(obj) if msg.topic == COMMENTS else parse_comment_review(obj)
         except Rejected as exc:
-            await send_dead_letter(event, str(exc))
+            send_dead_letter(event, str(exc))
             continue
         key = record.comment_id.encode()
         if key not in rows:
@@ -172,7 +172,7 @@ async def moderate(partition: int, group: Sequence[EventT]) -> None:
             if row.get("offset", -1) >= msg.offset:
                 continue  # a replay: labelled already
             if record.filter not in filters:
-                await send_dead_letter(event, f"unknown spam filter {record.filter!r}")
+                send_dead_letter(event, f"unknown spam filter {record.filter!r}")
                 continue
             row.update(
                 filter=record.filter,
@@ -196,13 +196,13 @@ async def moderate(partition: int, group: Sequence[EventT]) -> None:
                 old is None or (old.get("review"), old.get("text")) != (row["review"], row["text"])
             )
         ):
-            await publish_example(row)
+            publish_example(row)
         changed = _account(partition, old, row)
         if changed:
             changed_filters.add(changed)
     for name in changed_filters:
         stats = review_stats[(name, partition)]
-        await send_total(f"spam:{name}", partition, stats["reviews"], stats)
+        send_total(f"spam:{name}", partition, stats["reviews"], stats)
 
 
 async def classify(fresh: list[tuple[dict[str, Any], EventT]]) -> None:
@@ -232,13 +232,13 @@ async def classify(fresh: list[tuple[dict[str, Any], EventT]]) -> None:
                 "state": "labelled" if model else "unknown",
             }
             latest_comments.appendleft({**value, "text": row["text"][:500]})
-            await comment_labels_topic.send(
+            comment_labels_topic.send_soon(
                 key=row["comment_id"].encode(), value=json.dumps(value).encode()
             )
             CLASSIFY_SECONDS.observe(max(0.0, now - event.message.timestamp))
 
 
-async def publish_example(row: dict[str, Any]) -> None:
+def publish_example(row: dict[str, Any]) -> None:
     example = {
         "filter": row["filter"],
         "comment_id": row["comment_id"],
@@ -246,7 +246,7 @@ async def publish_example(row: dict[str, Any]) -> None:
         "is_spam": row["review"],
         "reviewer": row.get("reviewer"),
     }
-    await training_examples_topic.send(
+    training_examples_topic.send_soon(
         key=row["comment_id"].encode(), value=json.dumps(example).encode()
     )
 
@@ -267,7 +267,7 @@ async def recount_reviews() -> None:
             touched.add((row["filter"], partition))
     for name, partition in sorted(touched):
         stats = review_stats[(name, partition)]
-        await send_total(f"spam:{name}", partition, stats["reviews"], stats)
+        send_total(f"spam:{name}", partition, stats["reviews"], stats)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ async def control_agent(stream: Any) -> None:
             request = json.loads(event.message.value)
             trainer = trainers[str(request["model"])]
         except (ValueError, KeyError, TypeError) as exc:
-            await send_dead_letter(event, f"bad control request: {exc!r}")
+            send_dead_letter(event, f"bad control request: {exc!r}")
             continue
         trainer.request(str(request.get("reason", "request")))
 

@@ -69,6 +69,8 @@ def consumer_lag() -> dict[str, int]:
     lag: dict[str, int] = {}
     consumer = app.consumer
     for tp in consumer.assignment():
+        if tp.topic.endswith("-changelog"):  # read only during recovery, not streamed
+            continue
         try:
             highwater = consumer.highwater(tp)
         except (AssertionError, KeyError, AttributeError):

@@ -24,6 +24,7 @@ def load_worker_modules() -> Any:
         metrics,
         moderation,
         monitoring,
+        site,
         trainer,
         users,
     )

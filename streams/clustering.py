@@ -6,8 +6,9 @@ owns, fits the mixture and BN1 in the helper process, and publishes the new vers
 (compacted JSON) and Redis. It then sends a re-assign command to every partition of
 `user-commands`: each partition's owner re-assigns its users with the new version and publishes
 the changed ones to `cluster-assignments` (one writer per user). Warm starts from the serving
-model keep re-clusterings fast; every `COLD_EVERY`-th run is a cold multi-restart fit that can
-find new clusters. A failed fit leaves the previous version serving.
+model keep re-clusterings fast; a cold multi-restart fit, which can find new clusters, runs every
+`COLD_EVERY`-th time and whenever the data grew by half since the last one. A failed fit leaves
+the previous version serving.
 """
 
 from __future__ import annotations
@@ -30,6 +31,18 @@ from streams.users import mirror, users_table
 
 log = logging.getLogger(__name__)
 COLD_EVERY = 10
+COLD_GROWTH = 1.5
+
+
+def warm_start_ok(current: dict[str, Any] | None, weight: int) -> bool:
+    """Warm-start from the serving model unless it is missing, COLD_EVERY warm runs have passed,
+    or the data grew by half since the last cold fit (counter weight over all users): a warm
+    run cannot create clusters, so a model fitted on early, partial data must not be kept."""
+    if current is None:
+        return False
+    if current.get("warm_runs", 0) + 1 >= COLD_EVERY:
+        return False
+    return weight < COLD_GROWTH * max(current.get("cold_weight", 0), 1)
 
 
 def fit_models(X: np.ndarray, avg1: np.ndarray, previous: dict | None, warm: bool, s: dict) -> dict:
@@ -59,7 +72,8 @@ async def run_clustering(reason: str) -> None:
     metric = [p.get(settings.atypical_metric) for p in profiles]
     avg1 = np.array([m for m in metric if m is not None], dtype=float)
     previous = serving.mixture.to_dict() if serving.mixture else None
-    warm = previous is not None and trainer.runs % COLD_EVERY != 0
+    weight = sum(p.get("weight", 0) for p in profiles)
+    warm = warm_start_ok(serving.document, weight)
     params = {
         "components": settings.clustering_components,
         "restarts": settings.clustering_restarts,
@@ -71,7 +85,10 @@ async def run_clustering(reason: str) -> None:
     )
     version = serving.version + 1
     fitted["mixture"]["version"] = version
+    cold_weight = serving.document.get("cold_weight", 0) if warm and serving.document else weight
     document = {
+        "cold_weight": cold_weight,
+        "warm_runs": (serving.document or {}).get("warm_runs", 0) + 1 if warm else 0,
         "name": CLUSTERING,
         "version": version,
         "reason": reason,

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -66,6 +66,8 @@ NEW_USERS = settings.topic(t.NEW_USERS)
 USER_COMMANDS = settings.topic(t.USER_COMMANDS)
 # The user-keyed topics share the partition count, so one agent owns a user's whole row and is the
 # only writer of the user's `cluster-assignments` records.
+# The users this worker saw last (newest first), for the demo site's user menu.
+recent_users: deque[str] = deque(maxlen=200)
 user_events = app.topic(
     PAGE_TIMES, NEW_USERS, USER_COMMANDS, key_serializer="raw", value_serializer="raw"
 )
@@ -122,6 +124,7 @@ async def process_user_events(events: Sequence[EventT]) -> None:
         send_total(CLUSTERING, partition, partition_totals[partition])
     for topic, count in Counter(e.message.topic for e in events).items():
         EVENTS.labels(topic=topic).inc(count)
+    recent_users.extendleft(p["user_id"] for p in touched if p["user_id"] not in recent_users)
     mirror.stage_users(touched)
     await mirror.flush()
     LAST_EVENT.set(time.time())

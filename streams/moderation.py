@@ -231,7 +231,9 @@ async def classify(fresh: list[tuple[dict[str, Any], EventT]]) -> None:
                 "ts": now,
                 "state": "labelled" if model else "unknown",
             }
-            latest_comments.appendleft({**value, "text": row["text"][:500]})
+            latest_comments.appendleft(
+                {**value, "text": row["text"][:500], "user_id": row.get("user_id")}
+            )
             comment_labels_topic.send_soon(
                 key=row["comment_id"].encode(), value=json.dumps(value).encode()
             )

@@ -1,0 +1,48 @@
+"""The demo site, the original's "Seeing is believing" pages (SPEC §8): pages of type A..J for a
+user, with the live time-on-page counter, the user's group and group means, "New User", "Go to
+Another Page", the group-mean modal and the beacon on leaving; and the comments page. Every
+action goes through the HTTP routes and Kafka like real traffic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from faust.web import Request, Response, View
+
+from streams.app import app
+from streams.metrics import recent_users
+from streams.moderation import filters, latest_comments
+
+PAGE = (Path(__file__).parent / "static" / "page.html").read_bytes()
+DEFAULT_FILTER = "comments"
+
+
+@app.page("/pages/{page_type}/{user_id}")
+class SitePage(View):
+    """The page is static: it reads its type and user from the address and fills itself in."""
+
+    async def get(self, request: Request, page_type: str, user_id: str) -> Response:
+        return self.bytes(PAGE, content_type="text/html")
+
+
+@app.page("/pages")
+class SiteIndex(View):
+    async def get(self, request: Request) -> Response:
+        user = next(iter(recent_users), "1")
+        return self.bytes(b"", status=302, headers={"Location": f"/pages/A/{user}"})
+
+
+@app.page("/site/data")
+class SiteData(View):
+    async def get(self, request: Request) -> Response:
+        serving = filters.get(DEFAULT_FILTER)
+        info = None
+        if serving is not None and serving.current:
+            info = {
+                "name": serving.name,
+                "version": serving.version,
+                "classifier": serving.current["classifier"],
+            }
+        return self.json(
+            {"users": list(recent_users), "comments": list(latest_comments)[:10], "filter": info}
+        )

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 import urllib.request
 from typing import Any
 
@@ -54,8 +55,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     producer = SmartStreamProducer()
     corpus = load_comment_corpus(args.corpus) if args.corpus else None
+    counts: dict[str, int] = {}
+    start = time.monotonic()
+
+    def send(event: Any) -> None:
+        producer.send(event.topic, event.key, event.value)
+        counts[event.topic] = counts.get(event.topic, 0) + 1
+        total = sum(counts.values())
+        if total % 10000 == 0:  # one progress line per 10,000 events
+            rate = total / max(time.monotonic() - start, 1e-9)
+            detail = ", ".join(f"{n} {topic}" for topic, n in sorted(counts.items()))
+            print(f"{total} events sent ({detail}); {rate:,.0f}/s", flush=True)
+
     sent = simulate(
-        lambda e: producer.send(e.topic, e.key, e.value),
+        send,
         users=args.users,
         rate=args.rate,
         comments_rate=args.comments_rate,

@@ -45,6 +45,8 @@ def test_metrics_grow_under_traffic_and_dashboard_answers(stack: Stack) -> None:
     assert metrics[("smartstream_consumer_lag", (("topic", topic),))] == 0
     status, page = worker.get("/dashboard")
     assert status == 200 and "<svg" in page and "textContent" in page
+    status, tables = worker.get("/table/")  # faust's own table views stay enabled
+    assert status == 200 and {"users", "counters", "comments"} <= {t["name"] for t in tables}
     status, data = worker.get("/dashboard/data")
     assert status == 200 and data["ready"] and data["events"][topic] == 402
     assert data["filters"] == ["comments"] and data["dead_letters"][topic] == 2

@@ -38,6 +38,7 @@ from streams.app import (
     page_times_topic,
     settings,
 )
+from streams.auth import token_required
 from streams.monitoring import BATCH_SECONDS, DEAD_LETTERS, EVENTS, LAST_EVENT
 from streams.profiles import (
     already_applied,
@@ -381,6 +382,7 @@ class _Ingest(View):
     def record(self, obj: dict[str, Any]) -> tuple[faust.TopicT, str, bytes]:
         raise NotImplementedError
 
+    @token_required
     async def post(self, request: Request) -> Response:
         return await self._produce(request)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Stack, wait_for
+from tests.conftest import Stack, http, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +54,41 @@ def test_page_time_beacon_new_user_and_comment_routes(stack: Stack) -> None:
         assert status == 400, (route, body[:40], answer)
         assert reason in answer["error"]
     assert worker.get("/health")[1]["status"] == "ok"
+
+
+def test_bearer_token_guards_writes_and_dashboard(stack: Stack) -> None:
+    stack.env["SMARTSTREAM_API_TOKEN"] = "s3cret"
+    worker = stack.start_worker()
+    body = b'{"user_id": "9", "page_type": "A", "seconds": 3}'
+    assert worker.post("/events/page-time", body)[0] == 401
+    status, answer = http(
+        "POST",
+        worker.url + "/events/page-time",
+        body,
+        {"Content-Type": "application/json", "Authorization": "Bearer wrong"},
+    )
+    assert status == 401 and "token" in answer["error"]
+    status, _ = http(
+        "POST",
+        worker.url + "/events/page-time",
+        body,
+        {"Content-Type": "application/json", "Authorization": "Bearer s3cret"},
+    )
+    assert status == 204
+    beacon = b'{"metric": "time_spent", "user_id": 9, "page_type": "B", "time_spent": 5}'
+    status, _ = http(
+        "POST",
+        worker.url + "/events/page-time?token=s3cret",
+        beacon,
+        {"Content-Type": "text/plain"},
+    )
+    assert status == 204
+    assert worker.get("/dashboard")[0] == 401
+    assert http("GET", worker.url + "/dashboard?token=s3cret")[0] == 200
+    assert worker.get("/health")[0] == 200  # reads stay open
+    user = wait_for(
+        lambda: (r := worker.get("/users/9"))[0] == 200 and r[1]["visits_pages"] == 2 and r[1],
+        60,
+        "the two authorised events",
+    )
+    assert user["avg_time_pages"] == 4.0

@@ -127,7 +127,7 @@ async def process_user_events(events: Sequence[EventT]) -> None:
         EVENTS.labels(topic=topic).inc(count)
     recent_users.extendleft(p["user_id"] for p in touched if p["user_id"] not in recent_users)
     mirror.stage_users(touched)
-    await mirror.flush()
+    mirror.flush_soon()
     LAST_EVENT.set(time.time())
     BATCH_SECONDS.labels(agent="users").observe(time.perf_counter() - start)
 

@@ -47,6 +47,7 @@ class RedisMirror:
         self.written = 0
         self.failures = 0
         self._lock = asyncio.Lock()
+        self._task: asyncio.Future | None = None
 
     @property
     def enabled(self) -> bool:
@@ -64,6 +65,12 @@ class RedisMirror:
     def stage(self, key: str, value: Any) -> None:
         if self.client is not None:
             self.pending[f"{self.prefix}{key}"] = json.dumps(value)
+
+    def flush_soon(self) -> None:
+        """Start a flush in the background unless one is running: a slow or frozen Redis never
+        holds up the stream (what fails stays pending for the next flush)."""
+        if self.client is not None and self.pending and (self._task is None or self._task.done()):
+            self._task = asyncio.ensure_future(self.flush())
 
     async def flush(self) -> bool:
         """Write what is pending; keep it for the next flush if Redis does not answer."""

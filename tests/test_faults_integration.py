@@ -68,3 +68,128 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(stack: Stack) -> None:
     )
     assert (lost, doubled) == (0, 0)
     assert counter_total() == total
+
+
+def expected_exact(worker, ks: streamdata.KnownStream) -> None:
+    for uid in ks.users:
+        expected = ks.expected_user(uid)
+        status, body = worker.get(f"/users/{uid}")
+        assert status == 200, uid
+        for name in (*VISIT_FIELDS, *AVG_FIELDS):
+            assert body[name] == pytest.approx(expected[name], rel=1e-9, abs=1e-12), (uid, name)
+
+
+def test_two_workers_one_killed_the_other_takes_over(stack: Stack) -> None:
+    stack.env["SMARTSTREAM_CLUSTERING_THRESHOLD"] = "0"
+    ks = streamdata.build(n_users=2000, n_views=30_000, seed=22)
+    first, second = stack.start_worker(), stack.start_worker()
+    producer = stack.producer()
+    half = len(ks.records) // 2
+    for topic, key, value in ks.records[:half]:
+        producer.send(topic, key, value)
+    producer.flush()
+    wait_for(lambda: first.get("/counters")[1]["clustering"]["total"] > 0, 60, "both processing")
+    second.stop(signal.SIGKILL)
+    for topic, key, value in ks.records[half:]:
+        producer.send(topic, key, value)
+    producer.flush()
+    producer.close()
+    wait_for(
+        lambda: first.get("/counters")[1]["clustering"]["total"] == ks.weight(),
+        240,
+        "the survivor's counter total",
+    )
+    expected_exact(first, ks)
+
+
+def test_redis_outage_is_caught_up(stack: Stack, tmp_path) -> None:
+    """A Redis of the test's own is frozen (SIGSTOP: it keeps its data but answers nothing) while
+    events flow: processing goes on, and once it answers again (SIGCONT) every user's latest
+    record reaches it."""
+    import json
+    import shutil
+    import subprocess
+
+    import redis
+
+    from tests.conftest import free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server")
+    port = free_port()
+
+    def start_redis() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(lambda: _pings(port), 20, "redis up")
+        return proc
+
+    redis_proc = start_redis()
+    stack.env.update(
+        SMARTSTREAM_REDIS_URL=f"redis://127.0.0.1:{port}/0", SMARTSTREAM_CLUSTERING_THRESHOLD="0"
+    )
+    worker = stack.start_worker()
+    ks = streamdata.build(n_users=300, n_views=6000, seed=23)
+    producer = stack.producer()
+    half = len(ks.records) // 2
+    for topic, key, value in ks.records[:half]:
+        producer.send(topic, key, value)
+    producer.flush()
+    wait_for(lambda: worker.get("/counters")[1]["clustering"]["total"] > 0, 60, "first half")
+    redis_proc.send_signal(signal.SIGSTOP)
+    for topic, key, value in ks.records[half:]:
+        producer.send(topic, key, value)
+    producer.flush()
+    producer.close()
+    wait_for(
+        lambda: worker.get("/counters")[1]["clustering"]["total"] == ks.weight(),
+        120,
+        "processing while Redis is down",
+    )
+    expected_exact(worker, ks)
+    redis_proc.send_signal(signal.SIGCONT)
+    try:
+        r = redis.Redis(port=port)
+        prefix = stack.settings.redis_prefix
+
+        def caught_up() -> bool:
+            for uid in ks.users:
+                raw = r.get(f"{prefix}user:{uid}")
+                if raw is None:
+                    return False
+            return True
+
+        wait_for(caught_up, 60, "every user in Redis")
+        wait_for(
+            lambda: all(
+                json.loads(r.get(f"{prefix}user:{uid}")) == worker.get(f"/users/{uid}")[1]
+                for uid in ks.users
+            ),
+            60,
+            "Redis brought up to date",
+        )
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(10)
+
+
+def _pings(port: int) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=1).ping())
+    except redis.exceptions.ConnectionError:
+        return False

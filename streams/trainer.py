@@ -18,6 +18,7 @@ import multiprocessing
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +136,11 @@ async def in_helper_process(fn: Callable[..., Any], *args: Any) -> Any:
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_single_threaded_blas,
         )
-    return await asyncio.get_running_loop().run_in_executor(_pool, fn, *args)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_pool, fn, *args)
+    except BrokenProcessPool:
+        _pool = None  # the helper died (killed, out of memory): the next run starts a new one
+        raise
 
 
 def aiokafka_security() -> dict[str, Any]:

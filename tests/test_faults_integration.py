@@ -193,3 +193,65 @@ def _pings(port: int) -> bool:
         return bool(redis.Redis(port=port, socket_timeout=1).ping())
     except redis.exceptions.ConnectionError:
         return False
+
+
+def test_killed_fit_leaves_the_previous_model_serving(stack: Stack) -> None:
+    """The helper process that fits is SIGKILLed: the run fails, version 1 keeps serving, and the
+    next request fits again in a fresh helper."""
+    import itertools
+    import os
+
+    from producers.population import generate
+    from producers.traffic import Traffic
+
+    stack.env["SMARTSTREAM_CLUSTERING_THRESHOLD"] = "0"
+    worker = stack.start_worker()
+    producer = stack.producer()
+    traffic = Traffic(generate(200), seed=5)
+    for event in itertools.chain(traffic.new_users(), traffic.history()):
+        producer.send(event.topic, event.key, event.value)
+
+    def clusters() -> dict:
+        return worker.get("/clusters")[1]
+
+    def request() -> None:
+        producer.send("control", "clustering", {"action": "run", "model": "clustering"})
+        producer.flush()
+
+    request()
+    wait_for(lambda: (c := clusters())["current"] and not c["trainer"]["running"], 120, "v1")
+    first = clusters()["current"]
+    helpers = [
+        int(p) for p in os.listdir("/proc") if p.isdigit() and _is_helper(int(p), worker.proc.pid)
+    ]
+    assert len(helpers) == 1, helpers
+    os.kill(helpers[0], signal.SIGKILL)
+    request()
+    state = wait_for(
+        lambda: (c := clusters())["trainer"]["failures"] == 1 and not c["trainer"]["running"] and c,
+        60,
+        "the failed run",
+    )
+    assert state["current"]["version"] == first["version"]
+    assert "BrokenProcessPool" in state["trainer"]["last_error"]
+    status, user = worker.get("/users/1")
+    assert status == 200 and user["cluster"] is not None
+    request()
+    again = wait_for(
+        lambda: (c := clusters())["current"]["version"] == first["version"] + 1 and c,
+        120,
+        "a fit in a fresh helper",
+    )
+    assert again["trainer"]["runs"] == 2
+    producer.close()
+
+
+def _is_helper(pid: int, parent: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except OSError:
+        return False
+    return ppid == parent and b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline

@@ -147,7 +147,7 @@ def parse_page_time(obj: dict[str, Any], max_seconds: float) -> PageTime:
     user_id = _id(obj, "user_id")
     page_type = obj.get("page_type")
     if not isinstance(page_type, str) or len(page_type) != 1 or page_type.upper() not in PAGE_TYPES:
-        raise Rejected(f"page_type must be one letter A..J, got {page_type!r}")
+        raise Rejected(f"page_type must be one letter A..J, got {str(page_type)[:40]!r}")
     seconds = _number(obj, "seconds", required=True)
     assert seconds is not None
     if seconds <= 0:
@@ -169,12 +169,13 @@ def parse_new_user(obj: dict[str, Any]) -> NewUser:
     if age is not None and (
         isinstance(age, bool) or not isinstance(age, int) or not 0 <= age <= 150
     ):
-        raise Rejected(f"age must be an integer 0..150, got {age!r}")
+        raise Rejected(f"age must be an integer 0..150, got {str(age)[:40]!r}")
     sex = obj.get("sex")
     if sex is not None:
-        sex = {0: "M", 1: "F"}.get(sex, sex) if not isinstance(sex, bool) else sex
+        if type(sex) is int:  # the original choices; bools and other types are refused
+            sex = {0: "M", 1: "F"}.get(sex)
         if sex not in ("M", "F"):
-            raise Rejected(f"sex must be 'M' or 'F', got {obj.get('sex')!r}")
+            raise Rejected(f"sex must be 'M' or 'F' (or 0/1), got {str(obj.get('sex'))[:40]!r}")
     return NewUser(
         user_id=_id(obj, "user_id"),  # type: ignore[arg-type]
         age=age,

@@ -102,10 +102,10 @@ class Stack:
         worker.wait_healthy()
         return worker
 
-    def producer(self) -> Any:
+    def producer(self, **config: Any) -> Any:
         from producers.client import SmartStreamProducer
 
-        return SmartStreamProducer(self.settings)
+        return SmartStreamProducer(self.settings, **config)
 
     def consume_all(self, topic: str, expected: int, timeout: float = 60) -> list[Any]:
         """Read `topic` from the start until `expected` records have arrived (or fail)."""

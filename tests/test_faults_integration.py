@@ -45,11 +45,7 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(stack: Stack) -> None:
         worker = stack.start_worker()
     feeder.join()
 
-    def counter_total() -> int:
-        status, body = worker.get("/counters")
-        return body["clustering"]["total"] if status == 200 else -1
-
-    wait_for(lambda: counter_total() == total, 240, f"counter total {total}")
+    wait_for(lambda: counter_total(worker) == total, 240, f"counter total {total}")
     lost = doubled = compared = 0
     for uid in ks.users:
         expected = ks.expected_user(uid)
@@ -67,7 +63,18 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(stack: Stack) -> None:
         f"{lost} visits lost, {doubled} doubled"
     )
     assert (lost, doubled) == (0, 0)
-    assert counter_total() == total
+    assert counter_total(worker) == total
+
+
+def send_all(producer, records: list[tuple[str, str, bytes]]) -> None:
+    for topic, key, value in records:
+        producer.send(topic, key, value)
+    producer.flush()
+
+
+def counter_total(worker) -> int:
+    status, body = worker.get("/counters")
+    return body["clustering"]["total"] if status == 200 else -1
 
 
 def expected_exact(worker, ks: streamdata.KnownStream) -> None:
@@ -85,17 +92,13 @@ def test_two_workers_one_killed_the_other_takes_over(stack: Stack) -> None:
     first, second = stack.start_worker(), stack.start_worker()
     producer = stack.producer()
     half = len(ks.records) // 2
-    for topic, key, value in ks.records[:half]:
-        producer.send(topic, key, value)
-    producer.flush()
-    wait_for(lambda: first.get("/counters")[1]["clustering"]["total"] > 0, 60, "both processing")
+    send_all(producer, ks.records[:half])
+    wait_for(lambda: counter_total(first) > 0, 60, "both processing")
     second.stop(signal.SIGKILL)
-    for topic, key, value in ks.records[half:]:
-        producer.send(topic, key, value)
-    producer.flush()
+    send_all(producer, ks.records[half:])
     producer.close()
     wait_for(
-        lambda: first.get("/counters")[1]["clustering"]["total"] == ks.weight(),
+        lambda: counter_total(first) == ks.weight(),
         240,
         "the survivor's counter total",
     )
@@ -145,17 +148,13 @@ def test_redis_outage_is_caught_up(stack: Stack, tmp_path) -> None:
     ks = streamdata.build(n_users=300, n_views=6000, seed=23)
     producer = stack.producer()
     half = len(ks.records) // 2
-    for topic, key, value in ks.records[:half]:
-        producer.send(topic, key, value)
-    producer.flush()
-    wait_for(lambda: worker.get("/counters")[1]["clustering"]["total"] > 0, 60, "first half")
+    send_all(producer, ks.records[:half])
+    wait_for(lambda: counter_total(worker) > 0, 60, "first half")
     redis_proc.send_signal(signal.SIGSTOP)
-    for topic, key, value in ks.records[half:]:
-        producer.send(topic, key, value)
-    producer.flush()
+    send_all(producer, ks.records[half:])
     producer.close()
     wait_for(
-        lambda: worker.get("/counters")[1]["clustering"]["total"] == ks.weight(),
+        lambda: counter_total(worker) == ks.weight(),
         120,
         "processing while Redis is down",
     )

@@ -40,9 +40,11 @@ async def running_averages(stream: faust.StreamT) -> None:
         processed["n"] += 1
 
 
-@app.page("/counters")
-async def count(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-    return web.json({"clustering": {"total": processed["n"]}})
+@app.page("/metrics")
+async def metrics(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+    """The one line bench/pipeline.py reads."""
+    line = f'smartstream_events_total{{topic="page-times"}} {processed["n"]}\n'
+    return web.text(line)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,19 @@ async def raw_consumer_rate(settings: Settings, events: int) -> float:
     return events / (time.perf_counter() - start)  # type: ignore[operator]
 
 
+def processed(port: int) -> int:
+    """Events the users agent has processed (its Prometheus counter, updated every batch)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("smartstream_events_total{") and "page-times" in line
+        )
+    )
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -88,7 +101,7 @@ def get(url: str) -> dict:
 
 def run_worker(env: dict, port: int, events: int, command: list[str] | None = None) -> dict:
     """Start a worker on the backlog and time it from its first to its last processed event
-    (its GET /counters total, which the naive app imitates)."""
+    (read from its /metrics, which the naive app imitates)."""
     proc = subprocess.Popen(
         command or [sys.executable, "-m", "streams.cli", "worker"],
         env=env,
@@ -103,7 +116,7 @@ def run_worker(env: dict, port: int, events: int, command: list[str] | None = No
         total = 0
         while time.monotonic() < deadline:
             try:
-                total = get(f"http://127.0.0.1:{port}/counters")["clustering"]["total"]
+                total = processed(port)
             except (OSError, KeyError, ValueError):
                 total = 0
             now = time.perf_counter()

@@ -3,7 +3,7 @@
     SMARTSTREAM_KAFKA_BOOTSTRAP=127.0.0.1:9092 python bench/scale.py --events 200000 --users 20000
 
 Each run gets a fresh topic prefix holding the same events; the rate is first-to-last processed
-event, read from GET /counters (routed to the counters' owner, so it covers both workers). On a
+event, the sum of the workers' processed-event counters (GET /metrics). On a
 2-core machine two workers and the broker share the cores: the figure shows the coordination
 overhead more than the scaling a bigger machine would give.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.pipeline import get, produce, worker_env
+from bench.pipeline import processed, produce, worker_env
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -52,7 +52,7 @@ def run(workers: int, events: int, users: int) -> float:
             total = 0
             while time.monotonic() < deadline and total < events:
                 try:
-                    total = get(f"http://127.0.0.1:{ports[0]}/counters")["clustering"]["total"]
+                    total = sum(processed(port) for port in ports)
                 except (OSError, KeyError, ValueError):
                     total = 0
                 if total and first is None:

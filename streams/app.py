@@ -7,6 +7,7 @@ import ssl
 from typing import Any
 
 import faust
+from faust.transport.producer import ProducerBuffer
 
 from streams import topics as t
 from streams.settings import Settings
@@ -60,6 +61,10 @@ def _advertised_host(s: Settings) -> str:
     return socket.gethostname() if s.web_host == "0.0.0.0" else s.web_host
 
 
+# Faust pauses the stream whenever more than ProducerBuffer.max_messages (a class attribute,
+# 100) records wait to be produced; one batch writes thousands of changelog records, so the
+# default throttles the hot path to a crawl. The producer flushes before every offset commit.
+ProducerBuffer.max_messages = 100_000
 app = make_app(settings)
 
 

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -65,10 +65,12 @@ PAGE_TIMES = settings.topic(t.PAGE_TIMES)
 NEW_USERS = settings.topic(t.NEW_USERS)
 
 USER_COMMANDS = settings.topic(t.USER_COMMANDS)
+RECENT_USERS = 200
+# The users this worker touched last, oldest first (an insertion-ordered dict used as a bounded,
+# deduplicated queue), for the demo site's user menu.
+recent_users: dict[str, None] = {}
 # The user-keyed topics share the partition count, so one agent owns a user's whole row and is the
 # only writer of the user's `cluster-assignments` records.
-# The users this worker saw last (newest first), for the demo site's user menu.
-recent_users: deque[str] = deque(maxlen=200)
 user_events = app.topic(
     PAGE_TIMES, NEW_USERS, USER_COMMANDS, key_serializer="raw", value_serializer="raw"
 )
@@ -125,11 +127,20 @@ async def process_user_events(events: Sequence[EventT]) -> None:
         send_total(CLUSTERING, partition, partition_totals[partition])
     for topic, count in Counter(e.message.topic for e in events).items():
         EVENTS.labels(topic=topic).inc(count)
-    recent_users.extendleft(p["user_id"] for p in touched if p["user_id"] not in recent_users)
+    remember_users([p["user_id"] for p in touched[-RECENT_USERS:]])
     mirror.stage_users(touched)
     mirror.flush_soon()
     LAST_EVENT.set(time.time())
     BATCH_SECONDS.labels(agent="users").observe(time.perf_counter() - start)
+
+
+def remember_users(user_ids: list[str]) -> None:
+    """Move these users to the newest end of `recent_users`; O(len(user_ids)) per batch."""
+    for user_id in user_ids:
+        recent_users.pop(user_id, None)
+        recent_users[user_id] = None
+    while len(recent_users) > RECENT_USERS:
+        del recent_users[next(iter(recent_users))]
 
 
 async def _apply_partition(group: list[EventT], touched: list[dict[str, Any]]) -> int:
@@ -268,12 +279,18 @@ def threshold_of(model: str) -> int:
     return settings.clustering_threshold
 
 
-def counter_state(model: str) -> dict[str, Any]:
-    """A copy of the model's counter (the memory store hands out the stored object itself), with
-    the threshold, the count towards it, and the partitions' extra figures summed."""
+def stored_counter(model: str) -> dict[str, Any]:
+    """A copy of the model's stored counter: the memory store hands out the stored object itself."""
     state = copy.deepcopy(counters_table.get(model.encode()))
     if state is None:
         state = {"model": model, "total": 0, "requests": 0, "partitions": {}, "extras": {}}
+    return state
+
+
+def counter_state(model: str) -> dict[str, Any]:
+    """The stored counter with what derives from it: the threshold, the count towards it, and
+    the partitions' extra figures summed."""
+    state = stored_counter(model)
     threshold = threshold_of(model)
     state["threshold"] = threshold or None
     state["count"] = state["total"] % threshold if threshold > 0 else state["total"]
@@ -322,9 +339,7 @@ async def counters_agent(stream: faust.StreamT) -> None:
         except (Rejected, KeyError, TypeError, ValueError) as exc:
             send_dead_letter(event, f"bad counter total: {exc}")
             continue
-        state = counter_state(model)
-        for derived in ("threshold", "count", "summed"):
-            state.pop(derived)
+        state = stored_counter(model)
         new = update_total(state, partition, total, threshold_of(model), extra)
         counters_table[model.encode()] = state
         if new:

@@ -125,10 +125,10 @@ def _account(partition: int, old: dict | None, new: dict) -> str | None:
     before, after = contribution(old), contribution(new)
     if before == after:
         return None
-    for row, sign in ((old, -1), (new, 1)):
+    for row, figures, sign in ((old, before, -1), (new, after, 1)):
         if row and row.get("filter"):
             stats = review_stats[(row["filter"], partition)]
-            for name, value in contribution(row).items():
+            for name, value in figures.items():
                 stats[name] += sign * value
     return new.get("filter") or (old or {}).get("filter")
 

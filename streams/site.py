@@ -28,7 +28,7 @@ class SitePage(View):
 @app.page("/pages")
 class SiteIndex(View):
     async def get(self, request: Request) -> Response:
-        user = next(iter(recent_users), "1")
+        user = next(reversed(recent_users), "1")
         return self.bytes(b"", status=302, headers={"Location": f"/pages/A/{user}"})
 
 
@@ -44,5 +44,9 @@ class SiteData(View):
                 "classifier": serving.current["classifier"],
             }
         return self.json(
-            {"users": list(recent_users), "comments": list(latest_comments)[:10], "filter": info}
+            {
+                "users": list(reversed(recent_users)),
+                "comments": list(latest_comments)[:10],
+                "filter": info,
+            }
         )

@@ -10,6 +10,7 @@ import faust
 from faust.transport.producer import ProducerBuffer
 
 from streams import topics as t
+from streams.bulk import App, BatchProducer
 from streams.settings import Settings
 
 settings = Settings.from_env()
@@ -29,12 +30,30 @@ def _credentials(s: Settings) -> Any:
     return None
 
 
-def make_app(s: Settings) -> faust.App:
+def aiokafka_security(s: Settings) -> dict[str, Any]:
+    """The configured Kafka security settings, as aiokafka client arguments."""
+    if s.kafka_security_protocol == "PLAINTEXT":
+        return {}
+    from aiokafka.helpers import create_ssl_context
+
+    cfg: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
+    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        cfg["ssl_context"] = create_ssl_context(cafile=s.kafka_ssl_cafile or None)
+    if s.kafka_sasl_mechanism:
+        cfg.update(
+            sasl_mechanism=s.kafka_sasl_mechanism,
+            sasl_plain_username=s.kafka_sasl_username,
+            sasl_plain_password=s.kafka_sasl_password,
+        )
+    return cfg
+
+
+def make_app(s: Settings) -> App:
     """Build the app; consumer-group timings are short so a worker processes within seconds."""
     extra: dict[str, Any] = {}
     if s.kafka_embedded:
         extra["producer_max_batch_size"] = 1
-    return faust.App(
+    return App(
         s.app_id,
         broker=";".join(f"kafka://{h}" for h in s.bootstrap_servers) or "kafka://127.0.0.1:9092",
         broker_credentials=_credentials(s),
@@ -44,7 +63,7 @@ def make_app(s: Settings) -> faust.App:
         web_bind=s.web_host,
         canonical_url=f"http://{_advertised_host(s)}:{s.web_port}",
         topic_partitions=s.partitions,
-        processing_guarantee=s.processing_guarantee,
+        broker_max_poll_records=s.batch_max,
         broker_session_timeout=s.broker_session_timeout,
         broker_heartbeat_interval=s.broker_heartbeat_interval,
         consumer_auto_offset_reset="earliest",
@@ -66,6 +85,18 @@ def _advertised_host(s: Settings) -> str:
 # default throttles the hot path to a crawl. The producer flushes before every offset commit.
 ProducerBuffer.max_messages = 100_000
 app = make_app(settings)
+# Writes of whole batches (the users changelog): see streams.bulk.
+batch_producer = BatchProducer(
+    records_per_batch=1 if settings.kafka_embedded else 0,
+    bootstrap_servers=settings.bootstrap_servers,
+    **aiokafka_security(settings),
+)
+
+
+@app.on_before_shutdown.connect
+async def _stop_batch_producer(sender: faust.App, **kwargs: Any) -> None:
+    """After the consumer stopped (its last batch is written), before the process exits."""
+    await batch_producer.stop()
 
 
 def raw_topic(name: str, **kwargs: Any) -> faust.TopicT:

@@ -1,10 +1,11 @@
 """The metrics pipeline (SPEC §3-§4): page-time and new-user events into the users table,
 weighted counters that request re-clusterings, and the HTTP ingestion routes.
 
-Hot path design: one agent reads both user-keyed topics in batches (``take_events``); per batch it
-updates each touched profile in memory and writes it to the table once (one changelog record per
-user per batch), mirrors the batch to Redis in one pipeline, and sends one counter increment per
-source partition.
+Hot path design: the user-keyed topics are delivered in bulk (streams.bulk: a whole fetch per
+partition, past Faust's per-message stream path); per batch the handler updates each touched
+profile in memory and writes it once (one changelog record per user per batch, produced as whole
+Kafka batches), mirrors the batch to Redis in one pipeline, and sends the partition's counter
+total.
 """
 
 from __future__ import annotations
@@ -14,15 +15,10 @@ import json
 import logging
 import time
 import uuid
-import weakref
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import faust
-import faust.streams as faust_streams
-from faust.types import EventT
 from faust.web import Request, Response, View
 from kafka.partitioner.default import murmur2
 
@@ -56,7 +52,7 @@ from streams.records import (
     parse_page_time,
 )
 from streams.serving import assign, observe_metric, serving
-from streams.users import mirror, users_table
+from streams.users import mirror, users_table, write_users
 
 log = logging.getLogger(__name__)
 
@@ -84,48 +80,39 @@ counters_table = app.Table(
 )
 
 
-def send_dead_letter(event: EventT, error: str) -> None:
-    """Queue the refused record on `dead-letters`.
+def send_dead_letter(msg: Any, error: str) -> None:
+    """Queue the refused record (a Faust message or an aiokafka record) on `dead-letters`.
 
     Hot-path records go out with ``send_soon``: buffered, not awaited one by one; Faust flushes
     the producer before it commits offsets, so nothing is committed before it is sent.
     """
-    msg = event.message
     DEAD_LETTERS.labels(topic=msg.topic).inc()
     dead_letters_topic.send_soon(
         key=msg.key, value=dead_letter(msg.topic, msg.partition, msg.offset, error, msg.value)
     )
 
 
-def _parse(event: EventT) -> Any:
-    """The event's record, or :class:`Rejected`. Keys must be the user id (co-partitioning)."""
-    msg = event.message
-    obj = loads_object(msg.value or b"", settings.max_payload_bytes)
-    if msg.topic == PAGE_TIMES:
-        record = parse_page_time(obj, settings.max_seconds)
+def _parse(record: Any) -> Any:
+    """The record's event, or :class:`Rejected`. Keys must be the user id (co-partitioning)."""
+    obj = loads_object(record.value or b"", settings.max_payload_bytes)
+    if record.topic == PAGE_TIMES:
+        event = parse_page_time(obj, settings.max_seconds)
     else:
-        record = parse_new_user(obj)
-    if msg.key is not None and msg.key != record.user_id.encode():
-        raise Rejected(f"key {msg.key!r} is not the user_id {record.user_id!r}")
-    return record
+        event = parse_new_user(obj)
+    if record.key is not None and record.key != event.user_id.encode():
+        raise Rejected(f"key {record.key!r} is not the user_id {event.user_id!r}")
+    return event
 
 
-@app.agent(user_events)
-async def user_events_agent(stream: faust.StreamT) -> None:
-    async for events in stream.take_events(settings.batch_max, settings.batch_within):
-        await process_user_events(events)
-
-
-async def process_user_events(events: Sequence[EventT]) -> None:
+@app.bulk(user_events)
+async def process_user_records(partition: int, records: list[Any]) -> None:
+    """One partition's records of one fetch (streams.bulk): apply them, write each touched user
+    once, send the partition's counter total, mirror the users to Redis."""
     start = time.perf_counter()
-    by_partition: dict[int, list[EventT]] = defaultdict(list)
-    for event in events:
-        by_partition[event.message.partition].append(event)
     touched: list[dict[str, Any]] = []
-    for partition, group in by_partition.items():
-        partition_totals[partition] += await _apply_partition(group, touched)
-        send_total(CLUSTERING, partition, partition_totals[partition])
-    for topic, count in Counter(e.message.topic for e in events).items():
+    partition_totals[partition] += await _apply_records(partition, records, touched)
+    send_total(CLUSTERING, partition, partition_totals[partition])
+    for topic, count in Counter(r.topic for r in records).items():
         EVENTS.labels(topic=topic).inc(count)
     remember_users([p["user_id"] for p in touched[-RECENT_USERS:]])
     mirror.stage_users(touched)
@@ -143,77 +130,56 @@ def remember_users(user_ids: list[str]) -> None:
         del recent_users[next(iter(recent_users))]
 
 
-async def _apply_partition(group: list[EventT], touched: list[dict[str, Any]]) -> int:
-    """Apply one partition's events and return their counter weight.
-
-    Table writes go to the changelog partition of faust's "current event", so it is set to an
-    event of this partition: the user's row stays in the partition of the user's events.
-    """
-    with acting_on(group[-1]):
-        return await _apply_events(group, touched)
-
-
-@contextmanager
-def acting_on(event: EventT) -> Iterator[None]:
-    """Make `event` faust's current event in this task only.
-
-    Only the context variable is set: ``Stream._set_current_event`` would also change the stream
-    attribute that ``take_events``' buffering task reads, and events would be misattributed.
-    """
-    token = faust_streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        faust_streams._current_event.reset(token)
-
-
-async def _apply_events(group: list[EventT], touched: list[dict[str, Any]]) -> int:
+async def _apply_records(partition: int, records: list[Any], touched: list[dict[str, Any]]) -> int:
+    """Apply one partition's records, write the changed rows; return the records' counter weight."""
+    rows = users_table.data
     profiles: dict[bytes, dict[str, Any]] = {}
     weight = 0
     reassign = False
     new_metric: list[float] = []
-    for event in group:
-        msg = event.message
-        if msg.topic == USER_COMMANDS:
-            reassign = run_command(msg.value) or reassign
+    for record in records:
+        if record.topic == USER_COMMANDS:
+            reassign = run_command(record.value) or reassign
             continue
         try:
-            record = _parse(event)
+            event = _parse(record)
         except Rejected as exc:
-            send_dead_letter(event, str(exc))
+            send_dead_letter(record, str(exc))
             continue
-        key = record.user_id.encode()
+        key = event.user_id.encode()
         profile = profiles.get(key)
         if profile is None:
-            profile = users_table.get(key) or new_profile(record.user_id)
+            profile = rows.get(key) or new_profile(event.user_id)
             profiles[key] = profile
-        if already_applied(profile, msg.topic, msg.offset):
+        if already_applied(profile, record.topic, record.offset):
             continue
-        if msg.topic == PAGE_TIMES:
-            apply_page_time(profile, record)
+        if record.topic == PAGE_TIMES:
+            apply_page_time(profile, event)
             add_profile_weight(profile, settings.clustering_weight_page_time)
             weight += settings.clustering_weight_page_time
         else:
-            value = getattr(record, settings.atypical_metric, None)
+            value = getattr(event, settings.atypical_metric, None)
             if profile.get(settings.atypical_metric) is None and value is not None:
                 new_metric.append(value)
-            apply_new_user(profile, record)
+            apply_new_user(profile, event)
             add_profile_weight(profile, settings.clustering_weight_new_user)
             weight += settings.clustering_weight_new_user
-        mark_applied(profile, msg.topic, msg.offset)
+        mark_applied(profile, record.topic, record.offset)
     observe_metric(new_metric)
     event_keys = set(profiles)
     if reassign:  # every row of the partition, not only the ones the events touched
-        partition = group[-1].message.partition
-        for key, profile in users_table.items():
+        for key, profile in rows.items():
             if key not in profiles and row_partition(key) == partition:
                 profiles[key] = profile
     changed = assign(list(profiles.values()))
     changed_ids = {a["user_id"] for a in changed}
-    for key, profile in profiles.items():
-        if key in event_keys or profile["user_id"] in changed_ids:
-            users_table[key] = profile
-            touched.append(profile)
+    written = [
+        (key, profile)
+        for key, profile in profiles.items()
+        if key in event_keys or profile["user_id"] in changed_ids
+    ]
+    await write_users(partition, written)
+    touched.extend(profile for _, profile in written)
     for a in changed:
         cluster_assignments_topic.send_soon(key=a["user_id"].encode(), value=json.dumps(a).encode())
     return weight
@@ -337,7 +303,7 @@ async def counters_agent(stream: faust.StreamT) -> None:
             model, partition, total = str(msg["model"]), int(msg["partition"]), int(msg["total"])
             extra = {str(k): int(v) for k, v in dict(msg.get("extra") or {}).items()}
         except (Rejected, KeyError, TypeError, ValueError) as exc:
-            send_dead_letter(event, f"bad counter total: {exc}")
+            send_dead_letter(event.message, f"bad counter total: {exc}")
             continue
         state = stored_counter(model)
         new = update_total(state, partition, total, threshold_of(model), extra)

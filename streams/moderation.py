@@ -38,8 +38,8 @@ from streams.app import (
     settings,
     training_examples_topic,
 )
+from streams.bulk import acting_on
 from streams.metrics import (
-    acting_on,
     counter_state,
     counters_table,
     request_run,
@@ -160,7 +160,7 @@ async def moderate(partition: int, group: Sequence[EventT]) -> None:
             obj = loads_object(msg.value or b"", settings.max_payload_bytes)
             record = parse_comment(obj) if msg.topic == COMMENTS else parse_comment_review(obj)
         except Rejected as exc:
-            send_dead_letter(event, str(exc))
+            send_dead_letter(event.message, str(exc))
             continue
         key = record.comment_id.encode()
         if key not in rows:
@@ -172,7 +172,7 @@ async def moderate(partition: int, group: Sequence[EventT]) -> None:
             if row.get("offset", -1) >= msg.offset:
                 continue  # a replay: labelled already
             if record.filter not in filters:
-                send_dead_letter(event, f"unknown spam filter {record.filter!r}")
+                send_dead_letter(event.message, f"unknown spam filter {record.filter!r}")
                 continue
             row.update(
                 filter=record.filter,

@@ -39,12 +39,11 @@ class Settings:
     partitions: int = 8
     store: str = "memory://"
     data_dir: str = "./run/data"
-    processing_guarantee: str = "at_least_once"
     broker_session_timeout: float = 10.0
     broker_heartbeat_interval: float = 1.0
-    # Batching of the hot path: one table write per user per batch.
+    # The most records one fetch hands to an agent (the hot path writes each touched user once
+    # per fetch): per-batch overhead vs how long a batch holds the event loop.
     batch_max: int = 5000
-    batch_within: float = 0.05
     # Input validation.
     max_seconds: float = 86400.0
     max_payload_bytes: int = 65536

@@ -25,7 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics as t
-from streams.app import app, control_topic, settings
+from streams.app import aiokafka_security, app, control_topic, settings
 from streams.metrics import send_dead_letter
 from streams.monitoring import MODEL_RUN_SECONDS, MODEL_RUNS
 
@@ -111,7 +111,7 @@ async def control_agent(stream: Any) -> None:
             request = json.loads(event.message.value)
             trainer = trainers[str(request["model"])]
         except (ValueError, KeyError, TypeError) as exc:
-            send_dead_letter(event, f"bad control request: {exc!r}")
+            send_dead_letter(event.message, f"bad control request: {exc!r}")
             continue
         trainer.request(str(request.get("reason", "request")))
 
@@ -143,31 +143,13 @@ async def in_helper_process(fn: Callable[..., Any], *args: Any) -> Any:
         raise
 
 
-def aiokafka_security() -> dict[str, Any]:
-    """The configured Kafka security settings, as aiokafka client arguments."""
-    if settings.kafka_security_protocol == "PLAINTEXT":
-        return {}
-    from aiokafka.helpers import create_ssl_context
-
-    cfg: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        cfg["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile or None)
-    if settings.kafka_sasl_mechanism:
-        cfg.update(
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password,
-        )
-    return cfg
-
-
 def group_less_consumer() -> AIOKafkaConsumer:
     """A consumer outside any group: it reads whole partitions it assigns itself."""
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
         max_partition_fetch_bytes=16 * 1024 * 1024,
-        **aiokafka_security(),
+        **aiokafka_security(settings),
     )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 from typing import Any
 
 import faust
 from faust.transport.producer import ProducerBuffer
+from mode.utils.logging import level_number
 
 from streams import topics as t
 from streams.bulk import App, BatchProducer
@@ -91,6 +93,14 @@ batch_producer = BatchProducer(
     bootstrap_servers=settings.bootstrap_servers,
     **aiokafka_security(settings),
 )
+
+
+@app.task
+async def _restore_root_log_level() -> None:
+    """Faust's worker sets the root logger to DEBUG whenever its terminal spinner is on (levels
+    warn and above), so every library builds each debug record and then drops it: a twentieth of
+    a busy worker's CPU (py-spy). The configured level is restored once the worker runs."""
+    logging.getLogger().setLevel(level_number(settings.log_level))
 
 
 @app.on_before_shutdown.connect

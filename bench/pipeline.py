@@ -6,7 +6,8 @@
 2. Raw baseline: an aiokafka consumer reads them all and decodes the JSON (events/s).
 3. SmartStream: a worker starts on the backlog; events/s from its first to its last processed
    event (the counter total reaching N), and the worker's peak RSS.
-4. Naive Faust agent (--naive, bench/naive_app.py): group_by + one table write per event.
+4. Naive Faust agent (--naive, bench/naive_app.py): group_by + one table write per event; and
+   the ceiling of Faust's per-message path: an agent that does nothing with its events.
 5. Memory per 100k users (--memory): RSS growth of a worker holding U users, memory vs rocksdb.
 """
 
@@ -190,22 +191,16 @@ def main() -> None:
         flush=True,
     )
     if args.naive:
-        with tempfile.TemporaryDirectory() as tmp:
-            env, port = worker_env(prefix, "memory://", tmp)
-            naive = [
-                sys.executable,
-                str(ROOT / "bench" / "naive_app.py"),
-                "worker",
-                "-l",
-                "warn",
-                "--web-port",
-                str(port),
-            ]
-            res = run_worker(env, port, args.events, naive)
-        rate = res["events_per_s"]
+        rate = run_naive(prefix, args.events)
         print(
             f"naive Faust agent (group_by, one table write per event): {rate:,.0f} events/s, "
             f"ratio to raw {rate / raw:.3f}; SmartStream / naive = {ours / rate:.1f}",
+            flush=True,
+        )
+        rate = run_naive(prefix, args.events, NAIVE_EMPTY="1")
+        print(
+            f"Faust agent doing nothing (take_events, raw bytes): {rate:,.0f} events/s, "
+            f"ratio to raw {rate / raw:.3f}",
             flush=True,
         )
     if args.memory:
@@ -218,6 +213,14 @@ def main() -> None:
                 f"{per_100k:.0f} MB per 100k users",
                 flush=True,
             )
+
+
+def run_naive(prefix: str, events: int, **extra: str) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        env, port = worker_env(prefix, "memory://", tmp, **extra)
+        naive = [sys.executable, str(ROOT / "bench" / "naive_app.py"), "worker"]
+        naive += ["-l", "info", "--web-port", str(port)]
+        return run_worker(env, port, events, naive)["events_per_s"]
 
 
 def rss_holding(store: str, users: int) -> float:

@@ -3,7 +3,7 @@ per-message stream path.
 
 Why: Faust passes every record through the conductor, a channel queue, the stream iterator, a
 sensor round and an ack, with two tasks created per record. Measured here (py-spy and
-``bench/pipeline.py --ceiling``), an agent that does nothing with its events tops out at ~8,500
+``bench/pipeline.py --naive``), an agent that does nothing with its events tops out at ~8,500
 events/s on one core, far below the 20,000 events/s the users pipeline needs per worker.
 
 :class:`BulkConsumer` keeps everything else of Faust: the consumer group and its assignor, table
@@ -31,8 +31,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 from faust.types.tuples import ack_lock
 
-# handler(partition, records): the records (aiokafka ConsumerRecords of every bulk topic) of one
-# partition from one fetch, in offset order per topic.
+# handler(partition, records): the records (aiokafka ConsumerRecords) of the handler's topics in
+# one partition from one fetch, in offset order per topic.
 BulkHandler = Callable[[int, list[Any]], Awaitable[None]]
 
 
@@ -51,7 +51,8 @@ def acting_on(event: EventT) -> Iterator[None]:
 
 
 class BulkConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer with bulk delivery of ``app.bulk_topics`` (see module doc)."""
+    """Faust's aiokafka consumer with bulk delivery of ``app.bulk_handlers``' topics (see module
+    doc)."""
 
     _bulk_task: asyncio.Future | None = None
 
@@ -60,7 +61,7 @@ class BulkConsumer(faust_aiokafka.Consumer):
         # while the other topics' records of a fetch flow on as the batch runs.
         await self._bulk_done()
         records, active = await super()._wait_next_records(timeout)
-        topics = self.app.bulk_topics
+        topics = self.app.bulk_handlers
         if records and topics:
             bulk = {tp: records.pop(tp) for tp in list(records) if tp.topic in topics}
             if bulk:
@@ -79,10 +80,10 @@ class BulkConsumer(faust_aiokafka.Consumer):
         await super().wait_empty()
 
     async def _deliver(self, bulk: dict[TP, list[Any]], generation: int) -> None:
-        by_partition: dict[int, list[TP]] = defaultdict(list)
+        groups: dict[tuple[BulkHandler, int], list[TP]] = defaultdict(list)
         for tp in bulk:
-            by_partition[tp.partition].append(tp)
-        for partition, tps in by_partition.items():
+            groups[(self.app.bulk_handlers[tp.topic], tp.partition)].append(tp)
+        for (handler, partition), tps in groups.items():
             if not self.flow_active or self.app.consumer_generation_id != generation:
                 return  # a rebalance began: the records come again from the committed offsets
             records = [r for tp in tps for r in bulk[tp]]
@@ -90,7 +91,7 @@ class BulkConsumer(faust_aiokafka.Consumer):
             message = self._to_message(TP(last.topic, last.partition), last)
             event = self.app.create_event(last.key, last.value, last.headers, message)
             with acting_on(event):
-                await self.app.bulk_handler(partition, records)
+                await handler(partition, records)
             for tp in tps:
                 await self._ack_all(tp, bulk[tp])
             await asyncio.sleep(0)  # let other agents and the web server run between partitions
@@ -118,10 +119,11 @@ class BulkConsumer(faust_aiokafka.Consumer):
 
 
 class App(faust.App):
-    """faust.App whose consumer delivers ``bulk_topics`` to ``bulk_handler``."""
+    """faust.App whose consumer delivers the records of ``bulk_handlers``' topics in bulk."""
 
-    bulk_topics: frozenset[str] = frozenset()
-    bulk_handler: BulkHandler
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bulk_handlers: dict[str, BulkHandler] = {}
 
     def bulk(self, topic: faust.TopicT) -> Callable[[BulkHandler], BulkHandler]:
         """Decorator: `handler` receives `topic`'s records in bulk (see :class:`BulkConsumer`).
@@ -132,8 +134,7 @@ class App(faust.App):
 
         def register(handler: BulkHandler) -> BulkHandler:
             self.topics.add(topic)
-            self.bulk_topics = frozenset(self.bulk_topics | set(topic.topics))
-            self.bulk_handler = handler
+            self.bulk_handlers.update(dict.fromkeys(topic.topics, handler))
             return handler
 
         return register

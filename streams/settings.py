@@ -61,8 +61,6 @@ class Settings:
     # `filter` field names its filter.
     spam_filters: str = "comments:example"
     moderation_review_threshold: int = 5
-    # Comments wait at most this long for a micro-batch: label latency vs per-batch overhead.
-    moderation_batch_within: float = 0.01
     moderation_cron: str = ""
     # Bearer token required on write routes and the dashboard when set.
     api_token: str = ""

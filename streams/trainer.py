@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import multiprocessing
@@ -185,13 +186,32 @@ async def follow_models() -> None:
     try:
         consumer.assign([topic])
         await consumer.seek_to_beginning(topic)
-        async for record in consumer:
-            loader = model_loaders.get((record.key or b"").decode())
-            if loader is None or record.value is None:
-                continue
-            try:
-                loader(json.loads(record.value))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("ignoring unreadable model at offset %d: %s", record.offset, exc)
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000)
+            loaded = [load_model(r) for records in batches.values() for r in records]
+            if any(loaded):
+                settle_heap()
     finally:
         await consumer.stop()
+
+
+def load_model(record: Any) -> bool:
+    """Hand one `models` record to its loader; True when a model was loaded."""
+    loader = model_loaders.get((record.key or b"").decode())
+    if loader is None or record.value is None:
+        return False
+    try:
+        loader(json.loads(record.value))
+    except (ValueError, KeyError, TypeError) as exc:
+        log.error("ignoring unreadable model at offset %d: %s", record.offset, exc)
+        return False
+    return True
+
+
+def settle_heap() -> None:
+    """Collect once, then freeze what is alive (the new models included) out of the cyclic
+    collector's sight. Otherwise every full collection walks the models' vocabularies again:
+    50-120 ms pauses of the event loop, measured as the comment labels' p99 latency."""
+    gc.unfreeze()  # the replaced models become collectable
+    gc.collect()
+    gc.freeze()

@@ -10,7 +10,11 @@ cd "$root"
 run="$root/run/test"
 rm -rf "$run"; mkdir -p "$run"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  # the broker's pid file is read at exit: the broker-restart test starts it again
+  if [ -f "$run/kafka/kafka.pid" ]; then pids+=("$(cat "$run/kafka/kafka.pid")"); fi
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 t0=$(date +%s)
@@ -45,7 +49,7 @@ if [ -n "${SMARTSTREAM_KAFKA_BOOTSTRAP:-}" ]; then
 elif [ "${TEST_BROKER:-}" != "embedded" ] && command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
   kafka_port=$(free_port)
   export SMARTSTREAM_KAFKA_BOOTSTRAP="$(bash "$root/.ci/kafka/start.sh" "$run/kafka" "$kafka_port")"
-  pids+=("$(cat "$run/kafka/kafka.pid")")
+  export TEST_KAFKA_DIR="$run/kafka"  # lets the broker-restart test stop and start it again
   echo "== broker: Apache Kafka $(ls "$root"/.ci/kafka/target/dependency/kafka_2.13-*.jar | sed 's/.*kafka_2.13-\(.*\)\.jar/\1/') (KRaft) on $SMARTSTREAM_KAFKA_BOOTSTRAP, started in $(( $(date +%s) - t1 )) s"
 else
   echo "== broker: ${TEST_BROKER:+TEST_BROKER=embedded, }Java or Maven missing or not wanted: FALLING BACK to the embedded Tansu broker (not a test oracle)"

@@ -5,10 +5,13 @@ marks and by counters derived from the table)."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +106,50 @@ def test_two_workers_one_killed_the_other_takes_over(stack: Stack) -> None:
         "the survivor's counter total",
     )
     expected_exact(first, ks)
+
+
+def restart_broker(kafka_dir: Path, bootstrap: str) -> float:
+    """Stop the test run's broker (SIGTERM, a clean shutdown) and start it again on its data with
+    .ci/kafka/start.sh; returns the seconds it was away."""
+    pid = int((kafka_dir / "kafka.pid").read_text())
+    start = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 60, "the broker to stop")
+    script = Path(__file__).resolve().parents[1] / ".ci" / "kafka" / "start.sh"
+    port = bootstrap.rsplit(":", 1)[1]
+    out = subprocess.run(
+        ["bash", str(script), str(kafka_dir), port], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return time.monotonic() - start
+
+
+def test_broker_restart_mid_stream(stack: Stack) -> None:
+    """The broker stops while a worker is processing and comes back on its data: the worker
+    reconnects (with or without a rebalance) and every value is still exact."""
+    kafka_dir = os.environ.get("TEST_KAFKA_DIR")
+    if not kafka_dir:
+        pytest.skip("the broker was not started by scripts/test.sh, so it cannot be restarted")
+    stack.env["SMARTSTREAM_CLUSTERING_THRESHOLD"] = "0"
+    ks = streamdata.build(n_users=3000, n_views=60_000, seed=23)
+    worker = stack.start_worker()
+    producer = stack.producer()
+    half = len(ks.records) // 2
+    send_all(producer, ks.records[:half])
+    producer.close()
+    wait_for(lambda: counter_total(worker) > 0, 60, "the worker processing")
+    at_stop = counter_total(worker)
+    away = restart_broker(Path(kafka_dir), stack.env["SMARTSTREAM_KAFKA_BOOTSTRAP"])
+    producer = stack.producer()
+    send_all(producer, ks.records[half:])
+    producer.close()
+    wait_for(lambda: counter_total(worker) == ks.weight(), 300, "the counter total after restart")
+    expected_exact(worker, ks)
+    assert worker.proc.poll() is None, worker.tail()  # the same process all along
+    print(
+        f"\n{len(ks.records)} records; broker stopped at counter {at_stop} of {ks.weight()}, "
+        f"away {away:.1f} s; {len(ks.users)} users exact"
+    )
 
 
 def test_redis_outage_is_caught_up(stack: Stack, tmp_path) -> None:

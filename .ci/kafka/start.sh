@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Provision and start a single-node Apache Kafka (KRaft, broker+controller) on 127.0.0.1.
 # Usage: start.sh WORKDIR [PORT]   -> prints "127.0.0.1:PORT" when the broker answers; the PID is in WORKDIR/kafka.pid
+# Run it again on the same WORKDIR and PORT to restart a stopped broker on its data (the fault tests do).
 # Jars come from Maven Central through pom.xml beside this script (cached in ~/.m2 and target/).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -34,8 +35,13 @@ auto.create.topics.enable=true
 log.cleaner.backoff.ms=1000
 PROPS
 java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$work/logs")
-cluster_id="$(java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool random-uuid)"
-java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$work/server.properties" --ignore-formatted >&2
+if [ ! -f "$work/data/meta.properties" ]; then  # a restart keeps the formatted data
+  cluster_id="$(java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool random-uuid)"
+  java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$work/server.properties" >&2
+fi
+for log in server.log stdout.log; do  # the readiness check below reads fresh logs only
+  if [ -f "$work/logs/$log" ]; then mv "$work/logs/$log" "$work/logs/$log.previous"; fi
+done
 nohup java -cp "$cp" "${java_opts[@]}" kafka.Kafka "$work/server.properties" >"$work/logs/stdout.log" 2>&1 &
 echo $! > "$work/kafka.pid"
 for _ in $(seq 1 120); do

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import ssl
@@ -87,6 +88,9 @@ def _advertised_host(s: Settings) -> str:
 # default throttles the hot path to a crawl. The producer flushes before every offset commit.
 ProducerBuffer.max_messages = 100_000
 app = make_app(settings)
+# Set once this worker has loaded every model published before it started (streams.trainer):
+# the handlers wait for it, so a restarted worker never labels or assigns without its models.
+models_ready = asyncio.Event()
 # Writes of whole batches (the users changelog): see streams.bulk.
 batch_producer = BatchProducer(
     records_per_batch=1 if settings.kafka_embedded else 0,

@@ -30,6 +30,7 @@ from streams.app import (
     control_topic,
     counter_increments_topic,
     dead_letters_topic,
+    models_ready,
     new_users_topic,
     page_times_topic,
     settings,
@@ -108,6 +109,7 @@ def _parse(record: Any) -> Any:
 async def process_user_records(partition: int, records: list[Any]) -> None:
     """One partition's records of one fetch (streams.bulk): apply them, write each touched user
     once, send the partition's counter total, mirror the users to Redis."""
+    await models_ready.wait()
     start = time.perf_counter()
     touched: list[dict[str, Any]] = []
     partition_totals[partition] += await _apply_records(partition, records, touched)

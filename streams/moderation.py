@@ -33,6 +33,7 @@ from streams import topics as t
 from streams.app import (
     app,
     comment_labels_topic,
+    models_ready,
     models_topic,
     settings,
     training_examples_topic,
@@ -138,6 +139,7 @@ def _account(partition: int, old: dict | None, new: dict) -> str | None:
 async def moderate(partition: int, records: list[Any]) -> None:
     """One partition's comments and reviews of one fetch (streams.bulk): label the new comments
     with one vectorised call per filter, store the rows, account the reviews."""
+    await models_ready.wait()
     start = time.perf_counter()
     rows: dict[bytes, dict[str, Any]] = {}
     originals: dict[bytes, dict[str, Any] | None] = {}

@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics as t
-from streams.app import aiokafka_security, app, control_topic, settings
+from streams.app import aiokafka_security, app, control_topic, models_ready, settings
 from streams.metrics import send_dead_letter
 from streams.monitoring import MODEL_RUN_SECONDS, MODEL_RUNS
 
@@ -186,7 +186,10 @@ async def follow_models() -> None:
     try:
         consumer.assign([topic])
         await consumer.seek_to_beginning(topic)
+        end = (await consumer.end_offsets([topic]))[topic]
         while True:
+            if await consumer.position(topic) >= end:
+                models_ready.set()
             batches = await consumer.getmany(timeout_ms=1000)
             loaded = [load_model(r) for records in batches.values() for r in records]
             if any(loaded):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import random
+from pathlib import Path
 
 SPAM_WORDS = ["free", "subscribe", "click", "money", "giveaway", "channel", "visit", "win", "cash"]
 HAM_WORDS = ["song", "love", "dance", "voice", "memories", "chorus", "video", "beautiful", "lyrics"]
@@ -24,3 +26,13 @@ def corpus(n: int = 400, seed: int = 0, noise: float = 0.05) -> tuple[list[str],
         texts.append(" ".join(words) + f" {rng.randint(0, 99)}")
         labels.append(spam if rng.random() > noise else not spam)
     return texts, labels
+
+
+def write_youtube_csv(path: Path, texts: list[str], labels: list[bool]) -> Path:
+    """The corpus as a YouTube Spam Collection CSV (with the collection's trailing U+FEFF)."""
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["COMMENT_ID", "AUTHOR", "DATE", "CONTENT", "CLASS"])
+        for i, (text, spam) in enumerate(zip(texts, labels, strict=True)):
+            writer.writerow([str(i), "x", "", text + "\ufeff", "1" if spam else "0"])
+    return path

@@ -5,6 +5,7 @@ marks and by counters derived from the table)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -150,6 +151,73 @@ def test_broker_restart_mid_stream(stack: Stack) -> None:
         f"\n{len(ks.records)} records; broker stopped at counter {at_stop} of {ks.weight()}, "
         f"away {away:.1f} s; {len(ks.users)} users exact"
     )
+
+
+def test_sigkill_while_labelling_loses_no_label(stack: Stack, tmp_path: Path) -> None:
+    """Comments stream while the worker is SIGKILLed twice. Labels are at-least-once records
+    keyed by comment id, idempotent per (comment, model version): every comment must have a label
+    of the serving version, no comment two different verdicts for one version; the records a
+    crash repeated (identical but for `ts`) are counted."""
+    import json
+    import sys
+
+    from tests.spamdata import corpus, write_youtube_csv
+
+    worker = stack.start_worker()
+    path = write_youtube_csv(tmp_path / "Youtube98-Faults.csv", *corpus(300, seed=3))
+    cli = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "pretrain", "--filter", "comments", str(path)],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    wait_for(lambda: worker.get("/spam-filters/comments")[1].get("version") == 1, 120, "model")
+    texts, _ = corpus(20_000, seed=4)
+
+    def feed() -> None:
+        producer = stack.producer()
+        for i, text in enumerate(texts):
+            producer.comment(f"k{i}", text)
+            if i % 1000 == 0:
+                producer.flush()
+                time.sleep(0.1)  # pacing, so that the kills land mid-stream
+        producer.flush()
+        producer.close()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    rng = random.Random(7)
+    for _ in range(2):
+        time.sleep(rng.uniform(0.5, 1.5))  # a random moment to kill at, not a synchronisation
+        worker.stop(signal.SIGKILL)
+        worker = stack.start_worker()
+    feeder.join()
+
+    def read_labels() -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for m in stack.consume_all("comment-labels", 0):
+            value = json.loads(m.value)
+            out.setdefault(value["comment_id"], []).append(value)
+        return out
+
+    with contextlib.suppress(AssertionError):  # what is still missing is counted as lost below
+        wait_for(lambda: len(read_labels()) == len(texts), 180, "a label for every comment")
+    labels = read_labels()
+    lost = [f"k{i}" for i in range(len(texts)) if f"k{i}" not in labels]
+    verdicts = {
+        cid: {(v["model_version"], v["is_spam"], v["score"]) for v in values}
+        for cid, values in labels.items()
+    }
+    conflicting = [cid for cid, seen in verdicts.items() if len(seen) != 1]
+    repeated = sum(len(values) - 1 for values in labels.values())
+    print(
+        f"\n{len(texts)} comments, 2 SIGKILLs: {len(lost)} unlabelled, {len(conflicting)} with "
+        f"conflicting labels, {repeated} label records repeated by a crash (idempotent)"
+    )
+    assert (lost, conflicting) == ([], [])
+    assert {version for seen in verdicts.values() for version, _, _ in seen} == {1}
 
 
 def test_redis_outage_is_caught_up(stack: Stack, tmp_path) -> None:

@@ -4,7 +4,6 @@ figures, and labelling that goes on during a retrain."""
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import subprocess
@@ -16,7 +15,7 @@ from collections import Counter
 import pytest
 
 from tests.conftest import Stack, wait_for
-from tests.spamdata import corpus
+from tests.spamdata import corpus, write_youtube_csv
 
 pytestmark = pytest.mark.integration
 THRESHOLD = 15
@@ -50,13 +49,7 @@ def test_pretrain_label_review_retrain(stack: Stack, tmp_path) -> None:
     assert all(v[0]["state"] == "unknown" and v[0]["model_version"] == 0 for v in early.values())
 
     # Pretraining from the CLI, on a corpus the test writes as a YouTube-style CSV.
-    texts, labels = corpus(400, seed=1)
-    path = tmp_path / "Youtube99-Test.csv"
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["COMMENT_ID", "AUTHOR", "DATE", "CONTENT", "CLASS"])
-        for i, (text, spam) in enumerate(zip(texts, labels, strict=True)):
-            writer.writerow([str(i), "x", "", text + "\ufeff", "1" if spam else "0"])
+    path = write_youtube_csv(tmp_path / "Youtube99-Test.csv", *corpus(400, seed=1))
     cli = subprocess.run(
         [sys.executable, "-m", "streams.cli", "pretrain", "--filter", "comments", str(path)],
         env=stack.env,

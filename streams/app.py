@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import ssl
@@ -10,6 +11,7 @@ from typing import Any
 
 import faust
 from faust.transport.producer import ProducerBuffer
+from faust.types import TP
 from mode.utils.logging import level_number
 
 from streams import topics as t
@@ -99,6 +101,23 @@ batch_producer = BatchProducer(
 )
 
 
+async def write_rows(table: faust.Table, partition: int, rows: list[tuple[bytes, Any]]) -> None:
+    """Store rows of one partition of `table` and write them to its changelog as whole Kafka
+    batches (what Faust's table assignment does one record at a time, ~40 µs each); returns once
+    the broker has them, so the source offsets are committed only after their rows."""
+    if not rows:
+        return
+    store = table.data
+    for key, value in rows:
+        store[key] = value
+    topic = table.changelog_topic.get_topic_name()
+    offset = await batch_producer.send(
+        topic, partition, [(key, json.dumps(value).encode()) for key, value in rows]
+    )
+    # What Faust's changelog callback does: RocksDB recovers from after this offset.
+    store.set_persisted_offset(TP(topic, partition), offset)
+
+
 @app.task
 async def _restore_root_log_level() -> None:
     """Faust's worker sets the root logger to DEBUG whenever its terminal spinner is on (levels
@@ -120,9 +139,7 @@ def raw_topic(name: str, **kwargs: Any) -> faust.TopicT:
 
 page_times_topic = raw_topic(t.PAGE_TIMES)
 new_users_topic = raw_topic(t.NEW_USERS)
-cluster_assignments_topic = raw_topic(t.CLUSTER_ASSIGNMENTS)
 comments_topic = raw_topic(t.COMMENTS)
-comment_labels_topic = raw_topic(t.COMMENT_LABELS)
 comment_reviews_topic = raw_topic(t.COMMENT_REVIEWS)
 dead_letters_topic = raw_topic(t.DEAD_LETTERS)
 models_topic = raw_topic(t.MODELS)
@@ -130,4 +147,3 @@ counter_increments_topic = raw_topic(t.COUNTER_INCREMENTS)
 control_topic = raw_topic(t.CONTROL)
 user_commands_topic = raw_topic(t.USER_COMMANDS)
 pretraining_topic = raw_topic(t.PRETRAINING)
-training_examples_topic = raw_topic(t.TRAINING_EXAMPLES)

@@ -25,7 +25,7 @@ from kafka.partitioner.default import murmur2
 from streams import topics as t
 from streams.app import (
     app,
-    cluster_assignments_topic,
+    batch_producer,
     comments_topic,
     control_topic,
     counter_increments_topic,
@@ -34,6 +34,7 @@ from streams.app import (
     new_users_topic,
     page_times_topic,
     settings,
+    write_rows,
 )
 from streams.auth import token_required
 from streams.monitoring import BATCH_SECONDS, DEAD_LETTERS, EVENTS, LAST_EVENT
@@ -53,7 +54,7 @@ from streams.records import (
     parse_page_time,
 )
 from streams.serving import assign, observe_metric, serving
-from streams.users import mirror, users_table, write_users
+from streams.users import mirror, users_table
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ PAGE_TIMES = settings.topic(t.PAGE_TIMES)
 NEW_USERS = settings.topic(t.NEW_USERS)
 
 USER_COMMANDS = settings.topic(t.USER_COMMANDS)
+ASSIGNMENTS = settings.topic(t.CLUSTER_ASSIGNMENTS)
 RECENT_USERS = 200
 # The users this worker touched last, oldest first (an insertion-ordered dict used as a bounded,
 # deduplicated queue), for the demo site's user menu.
@@ -180,10 +182,13 @@ async def _apply_records(partition: int, records: list[Any], touched: list[dict[
         for key, profile in profiles.items()
         if key in event_keys or profile["user_id"] in changed_ids
     ]
-    await write_users(partition, written)
+    # Assignments first, rows second: a crash in between repeats an assignment on replay, while
+    # the other order could store a row whose assignment was never published.
+    await batch_producer.send_keyed(
+        ASSIGNMENTS, [(a["user_id"].encode(), json.dumps(a).encode()) for a in changed]
+    )
+    await write_rows(users_table, partition, written)
     touched.extend(profile for _, profile in written)
-    for a in changed:
-        cluster_assignments_topic.send_soon(key=a["user_id"].encode(), value=json.dumps(a).encode())
     return weight
 
 

@@ -14,11 +14,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
-from faust.types import TP
 from faust.web import Request, Response, View
 from redis.exceptions import RedisError
 
-from streams.app import app, batch_producer, settings
+from streams.app import app, settings
 from streams.profiles import public_view
 
 log = logging.getLogger(__name__)
@@ -30,23 +29,6 @@ users_table = app.Table(
     key_type=bytes,  # raw user-id keys, as on the source topics; JSON values
     help="Per-user profile: running averages and visits overall and per page type A..J.",
 )
-
-
-async def write_users(partition: int, rows: list[tuple[bytes, dict[str, Any]]]) -> None:
-    """Store the rows of one partition and write them to the table's changelog as whole Kafka
-    batches (what Faust's table assignment would do one record at a time); returns once the
-    broker has them, so the source offsets are committed only after their rows."""
-    if not rows:
-        return
-    store = users_table.data
-    for key, profile in rows:
-        store[key] = profile
-    topic = users_table.changelog_topic.get_topic_name()
-    offset = await batch_producer.send(
-        topic, partition, [(key, json.dumps(profile).encode()) for key, profile in rows]
-    )
-    # What Faust's changelog callback does: RocksDB recovers from after this offset.
-    store.set_persisted_offset(TP(topic, partition), offset)
 
 
 class RedisMirror:

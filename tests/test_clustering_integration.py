@@ -108,12 +108,24 @@ def test_counter_triggers_clustering_and_every_user_is_assigned(stack: Stack) ->
             latest[m.key.decode()] = json.loads(m.value)
         return latest if set(latest) >= wanted else {}
 
-    assignments = wait_for(latest_assignments, 60, "an assignment for every user")
     r = redis.Redis.from_url(stack.settings.redis_url)
-    users = {uid: json.loads(r.get(f"{stack.settings.redis_prefix}user:{uid}")) for uid in wanted}
-    for uid in wanted:
-        assert users[uid]["cluster"] == assignments[uid]["cluster"], uid
-        assert users[uid]["atypical"] == assignments[uid]["atypical"], uid
+
+    def redis_users() -> dict[str, dict]:
+        keys = {uid: f"{stack.settings.redis_prefix}user:{uid}" for uid in wanted}
+        return {uid: json.loads(raw) for uid, key in keys.items() if (raw := r.get(key))}
+
+    def agreeing() -> dict[str, dict] | None:
+        """Redis's users, once they agree with the topic's latest assignments: the last version's
+        re-assignments reach both by different routes, so the test waits for them (or fails at
+        the deadline)."""
+        assignments, users = latest_assignments(), redis_users()
+        if not assignments or set(users) != wanted:
+            return None
+        fields = ("cluster", "atypical")
+        same = all(users[u][f] == assignments[u][f] for u in wanted for f in fields)
+        return users if same else None
+
+    users = wait_for(agreeing, 60, "an assignment for every user, Redis agreeing")
 
     truth = generate(USERS).group
     labels = np.array([users[str(i + 1)]["cluster"] for i in range(USERS)])
@@ -177,3 +189,28 @@ def test_streamed_original_population_reproduces_the_reference(stack: Stack) -> 
         return sum(bool(u["atypical"]) for u in users)
 
     assert wait_for(flagged, 60, "every user assigned in Redis") == 9
+
+
+def test_crontab_schedule_triggers_clustering(stack: Stack) -> None:
+    """With the counter disabled, the crontab schedule (every minute here) is the only trigger:
+    a run happens at the next minute and says so."""
+    stack.env.update(
+        SMARTSTREAM_CLUSTERING_THRESHOLD="0",
+        SMARTSTREAM_CLUSTERING_CRON="* * * * *",
+        SMARTSTREAM_CLUSTERING_RESTARTS="3",
+    )
+    worker = stack.start_worker()
+    producer = stack.producer()
+    for event in itertools.islice(Traffic(generate(200), seed=5).events(), 200 + 2000):
+        producer.send(event.topic, event.key, event.value)
+    producer.flush()
+    producer.close()
+    wait_for(lambda: events_processed(worker) == 2200, 60, "the events processed")
+
+    def current() -> dict | None:
+        status, body = worker.get("/clusters")
+        return body.get("current") if status == 200 else None
+
+    run = wait_for(current, 150, "a run at the next minute")
+    assert run["reason"] == "crontab"
+    assert worker.get("/counters")[1]["clustering"]["requests"] == 0  # not the counter

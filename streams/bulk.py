@@ -12,7 +12,7 @@ the normal path for every other topic. Per fetch, the records of the bulk topics
 partition and given to the handler in one call, with Faust's "current event" set to the last
 record of the partition (table writes go to that partition, as in an agent). The records are
 acked once the handler returns, so their offsets are committed only after their effects were
-produced: at-least-once, which the handler makes exact with idempotent updates.
+produced: at-least-once, which the handlers make exact with idempotent updates.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import gc
 import json
 import logging
 import multiprocessing
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -120,11 +121,19 @@ async def control_agent(stream: Any) -> None:
 _pool: ProcessPoolExecutor | None = None
 
 
-def _single_threaded_blas() -> None:
-    """A fit uses one core: BLAS threads on every core would starve the worker's event loop."""
+def _init_helper() -> None:
+    """A fit uses one core: BLAS threads on every core would starve the worker's event loop.
+    The helper dies with its worker: a SIGKILLed worker otherwise leaves it behind, idle, holding
+    its memory (found after the fault tests)."""
+    import ctypes
+    import signal
+
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1  # prctl(2): the signal this process gets when its parent dies
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 async def in_helper_process(fn: Callable[..., Any], *args: Any) -> Any:
@@ -135,7 +144,7 @@ async def in_helper_process(fn: Callable[..., Any], *args: Any) -> Any:
         _pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_single_threaded_blas,
+            initializer=_init_helper,
         )
     try:
         return await asyncio.get_running_loop().run_in_executor(_pool, fn, *args)

@@ -189,11 +189,16 @@ def test_sigkill_while_labelling_loses_no_label(stack: Stack, tmp_path: Path) ->
     feeder = threading.Thread(target=feed)
     feeder.start()
     rng = random.Random(7)
+    helpers = [p for p in map(int, filter(str.isdigit, os.listdir("/proc")))]
+    helpers = [p for p in helpers if _is_helper(p, worker.proc.pid)]
+    assert len(helpers) == 1, helpers  # the pretraining fit ran in it
     for _ in range(2):
         time.sleep(rng.uniform(0.5, 1.5))  # a random moment to kill at, not a synchronisation
         worker.stop(signal.SIGKILL)
         worker = stack.start_worker()
     feeder.join()
+    # The fit helper of a SIGKILLed worker dies with it.
+    wait_for(lambda: not Path(f"/proc/{helpers[0]}").exists(), 10, "the orphaned helper gone")
 
     def read_labels() -> dict[str, list[dict]]:
         out: dict[str, list[dict]] = {}

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import ssl
 from typing import Any
 
 import faust
+import orjson
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from mode.utils.logging import level_number
@@ -111,8 +111,9 @@ async def write_rows(table: faust.Table, partition: int, rows: list[tuple[bytes,
     for key, value in rows:
         store[key] = value
     topic = table.changelog_topic.get_topic_name()
+    # orjson: the stdlib encoder was a third of the hot path's CPU (py-spy).
     offset = await batch_producer.send(
-        topic, partition, [(key, json.dumps(value).encode()) for key, value in rows]
+        topic, partition, [(key, orjson.dumps(value)) for key, value in rows]
     )
     # What Faust's changelog callback does: RocksDB recovers from after this offset.
     store.set_persisted_offset(TP(topic, partition), offset)

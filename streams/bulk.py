@@ -81,21 +81,31 @@ class BulkConsumer(faust_aiokafka.Consumer):
         await super().wait_empty()
 
     async def _deliver(self, bulk: dict[TP, list[Any]], generation: int) -> None:
+        """Hand each partition's records to its handler; partitions run concurrently (their
+        awaited writes overlap), each partition's fetches strictly in order."""
         groups: dict[tuple[BulkHandler, int], list[TP]] = defaultdict(list)
         for tp in bulk:
             groups[(self.app.bulk_handlers[tp.topic], tp.partition)].append(tp)
-        for (handler, partition), tps in groups.items():
-            if not self.flow_active or self.app.consumer_generation_id != generation:
-                return  # a rebalance began: the records come again from the committed offsets
-            records = [r for tp in tps for r in bulk[tp]]
-            last = records[-1]
-            message = self._to_message(TP(last.topic, last.partition), last)
-            event = self.app.create_event(last.key, last.value, last.headers, message)
-            with acting_on(event):
-                await handler(partition, records)
-            for tp in tps:
-                await self._ack_all(tp, bulk[tp])
-            await asyncio.sleep(0)  # let other agents and the web server run between partitions
+        await asyncio.gather(
+            *(
+                self._deliver_partition(handler, p, {tp: bulk[tp] for tp in tps}, generation)
+                for (handler, p), tps in groups.items()
+            )
+        )
+
+    async def _deliver_partition(
+        self, handler: BulkHandler, partition: int, bulk: dict[TP, list[Any]], generation: int
+    ) -> None:
+        if not self.flow_active or self.app.consumer_generation_id != generation:
+            return  # a rebalance began: the records come again from the committed offsets
+        records = [r for batch in bulk.values() for r in batch]
+        last = records[-1]
+        message = self._to_message(TP(last.topic, last.partition), last)
+        event = self.app.create_event(last.key, last.value, last.headers, message)
+        with acting_on(event):
+            await handler(partition, records)
+        for tp, batch in bulk.items():
+            await self._ack_all(tp, batch)
 
     async def _ack_all(self, tp: TP, records: list[Any]) -> None:
         """Faust's per-message ack bookkeeping for a whole list (gaps included, e.g. left by

@@ -12,6 +12,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import orjson
+
 PAGE_TYPES = "ABCDEFGHIJ"
 MAX_ID_CHARS = 256
 MAX_TEXT_CHARS = 20000
@@ -28,14 +30,21 @@ def loads_object(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
     if size > max_bytes:
         raise Rejected(f"payload too large: {size} bytes > {max_bytes}")
     try:
-        value = json.loads(raw)
+        value = orjson.loads(raw)  # the fast path: a third of the stdlib's time
+    except orjson.JSONDecodeError:
+        value = _stdlib_loads(raw)  # what orjson refuses (NaN, huge integers...) or its reason
+    if not isinstance(value, dict):
+        raise Rejected(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _stdlib_loads(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw)
     except RecursionError:
         raise Rejected("malformed JSON: nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise Rejected(f"malformed JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise Rejected(f"expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _id(obj: dict[str, Any], name: str, required: bool = True) -> str | None:

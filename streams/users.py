@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from faust.web import Request, Response, View
 from redis.exceptions import RedisError
@@ -43,7 +44,7 @@ class RedisMirror:
         self.client = (
             aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
         )
-        self.pending: dict[str, str] = {}
+        self.pending: dict[str, bytes] = {}
         self.written = 0
         self.failures = 0
         self._lock = asyncio.Lock()
@@ -60,11 +61,11 @@ class RedisMirror:
         if self.client is None:
             return
         for p in profiles:
-            self.pending[self.user_key(p["user_id"])] = json.dumps(public_view(p))
+            self.pending[self.user_key(p["user_id"])] = orjson.dumps(public_view(p))
 
     def stage(self, key: str, value: Any) -> None:
         if self.client is not None:
-            self.pending[f"{self.prefix}{key}"] = json.dumps(value)
+            self.pending[f"{self.prefix}{key}"] = json.dumps(value).encode()
 
     def flush_soon(self) -> None:
         """Start a flush in the background unless one is running: a slow or frozen Redis never

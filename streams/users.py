@@ -13,13 +13,13 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from faust.web import Request, Response, View
 from redis.exceptions import RedisError
 
 from streams.app import app, settings
 from streams.profiles import public_view
+from streams.records import dumps_json
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class RedisMirror:
         if self.client is None:
             return
         for p in profiles:
-            self.pending[self.user_key(p["user_id"])] = orjson.dumps(public_view(p))
+            self.pending[self.user_key(p["user_id"])] = dumps_json(public_view(p))
 
     def stage(self, key: str, value: Any) -> None:
         if self.client is not None:

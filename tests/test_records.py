@@ -11,6 +11,7 @@ from streams.profiles import apply_page_time, new_profile, public_view
 from streams.records import (
     ClusterAssignment,
     Rejected,
+    dumps_json,
     loads_object,
     parse_comment,
     parse_comment_review,
@@ -83,3 +84,13 @@ def test_running_means_equal_plain_means():
     assert view["avg_time_pages_a"] == pytest.approx((3.0 + 0.25 + 42.0) / 3, rel=1e-12)
     assert view["avg_time_pages_c"] == 0.0 and "offsets" not in view
     assert math.isfinite(view["avg_time_pages_b"])
+
+
+def test_lone_surrogates_are_refused_and_never_break_the_encoder():
+    """JSON may escape a lone surrogate ("\\ud800"); no UTF-8 key or value can hold it."""
+    with pytest.raises(Rejected, match="user_id is not valid Unicode"):
+        page_time(b'{"user_id": "u\\ud800", "page_type": "A", "seconds": 3}')
+    with pytest.raises(Rejected, match="text is not valid Unicode"):
+        parse_comment(loads_object(b'{"comment_id": "c1", "text": "hi \\udfff"}', 65536))
+    assert json.loads(dumps_json({"x": "a\ud800"})) == {"x": "a\ud800"}  # the stdlib fallback
+    assert dumps_json({"x": 1.5}) == b'{"x":1.5}'

@@ -3,7 +3,7 @@ per-message stream path.
 
 Why: Faust passes every record through the conductor, a channel queue, the stream iterator, a
 sensor round and an ack, with two tasks created per record. Measured here (py-spy and
-``bench/pipeline.py --naive``), an agent that does nothing with its events tops out at ~11,000
+``bench/pipeline.py --naive``), an agent that does nothing with its events tops out at ~10,000
 events/s on one core, far below the 20,000 events/s the users pipeline needs per worker.
 
 :class:`BulkConsumer` keeps everything else of Faust: the consumer group and its assignor, table

@@ -85,9 +85,10 @@ def _advertised_host(s: Settings) -> str:
     return socket.gethostname() if s.web_host == "0.0.0.0" else s.web_host
 
 
-# Faust pauses the stream whenever more than ProducerBuffer.max_messages (a class attribute,
-# 100) records wait to be produced; one batch writes thousands of changelog records, so the
-# default throttles the hot path to a crawl. The producer flushes before every offset commit.
+# Faust pauses its streams whenever more than ProducerBuffer.max_messages (a class attribute,
+# 100) records wait to be produced; a fetch of refused records queues up to BATCH_MAX dead
+# letters at once, so the default would stall the agents. The producer flushes before every
+# offset commit.
 ProducerBuffer.max_messages = 100_000
 app = make_app(settings)
 # Set once this worker has loaded every model published before it started (streams.trainer):

@@ -41,8 +41,8 @@ BulkHandler = Callable[[int, list[Any]], Awaitable[None]]
 def acting_on(event: EventT) -> Iterator[None]:
     """Make `event` faust's current event in this task only (table writes use its partition).
 
-    Only the context variable is set: ``Stream._set_current_event`` would also change the stream
-    attribute that ``take_events``' buffering task reads, and events would be misattributed.
+    Only the context variable is set (``Stream._set_current_event`` needs a stream, and bulk
+    records have none): the handlers of concurrent partitions each see their own event.
     """
     token = faust_streams._current_event.set(weakref.ref(event))
     try:

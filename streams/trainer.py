@@ -197,7 +197,7 @@ async def follow_models() -> None:
         await consumer.seek_to_beginning(topic)
         end = (await consumer.end_offsets([topic]))[topic]
         while True:
-            if await consumer.position(topic) >= end:
+            if not models_ready.is_set() and await consumer.position(topic) >= end:
                 models_ready.set()
             batches = await consumer.getmany(timeout_ms=1000)
             loaded = [load_model(r) for records in batches.values() for r in records]

@@ -129,6 +129,26 @@ class Stack:
         assert len(records) >= expected, f"{topic}: {len(records)} of {expected} records"
         return records
 
+    def labels_by_comment(self) -> dict[str, list[dict]]:
+        """Every `comment-labels` record so far, grouped by comment id."""
+        out: dict[str, list[dict]] = {}
+        for m in self.consume_all("comment-labels", 0):
+            value = json.loads(m.value)
+            out.setdefault(value["comment_id"], []).append(value)
+        return out
+
+    def pretrain(self, path: Path) -> subprocess.CompletedProcess:
+        """`smartstream pretrain --filter comments PATH`, as a user runs it; must succeed."""
+        cli = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "pretrain", "--filter", "comments", str(path)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert cli.returncode == 0, cli.stderr
+        return cli
+
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,23 +91,33 @@ def expected_exact(worker, ks: streamdata.KnownStream) -> None:
             assert body[name] == pytest.approx(expected[name], rel=1e-9, abs=1e-12), (uid, name)
 
 
+def stream_around(
+    stack: Stack, worker, ks: streamdata.KnownStream, fault, timeout: float, what: str
+) -> Any:
+    """Stream the first half of `ks`; once `worker` is processing, run `fault()`; stream the
+    second half with a new producer; wait until `worker` has counted everything and check every
+    user exact. Returns what `fault()` returned."""
+    producer = stack.producer()
+    half = len(ks.records) // 2
+    send_all(producer, ks.records[:half])
+    producer.close()
+    wait_for(lambda: counter_total(worker) > 0, 60, "the worker processing")
+    result = fault()
+    producer = stack.producer()
+    send_all(producer, ks.records[half:])
+    producer.close()
+    wait_for(lambda: counter_total(worker) == ks.weight(), timeout, what)
+    expected_exact(worker, ks)
+    return result
+
+
 def test_two_workers_one_killed_the_other_takes_over(stack: Stack) -> None:
     stack.env["SMARTSTREAM_CLUSTERING_THRESHOLD"] = "0"
     ks = streamdata.build(n_users=2000, n_views=30_000, seed=22)
     first, second = stack.start_worker(), stack.start_worker()
-    producer = stack.producer()
-    half = len(ks.records) // 2
-    send_all(producer, ks.records[:half])
-    wait_for(lambda: counter_total(first) > 0, 60, "both processing")
-    second.stop(signal.SIGKILL)
-    send_all(producer, ks.records[half:])
-    producer.close()
-    wait_for(
-        lambda: counter_total(first) == ks.weight(),
-        240,
-        "the survivor's counter total",
+    stream_around(
+        stack, first, ks, lambda: second.stop(signal.SIGKILL), 240, "the survivor's counter total"
     )
-    expected_exact(first, ks)
 
 
 def restart_broker(kafka_dir: Path, bootstrap: str) -> float:
@@ -134,18 +145,14 @@ def test_broker_restart_mid_stream(stack: Stack) -> None:
     stack.env["SMARTSTREAM_CLUSTERING_THRESHOLD"] = "0"
     ks = streamdata.build(n_users=3000, n_views=60_000, seed=23)
     worker = stack.start_worker()
-    producer = stack.producer()
-    half = len(ks.records) // 2
-    send_all(producer, ks.records[:half])
-    producer.close()
-    wait_for(lambda: counter_total(worker) > 0, 60, "the worker processing")
-    at_stop = counter_total(worker)
-    away = restart_broker(Path(kafka_dir), stack.env["SMARTSTREAM_KAFKA_BOOTSTRAP"])
-    producer = stack.producer()
-    send_all(producer, ks.records[half:])
-    producer.close()
-    wait_for(lambda: counter_total(worker) == ks.weight(), 300, "the counter total after restart")
-    expected_exact(worker, ks)
+
+    def restart() -> tuple[int, float]:
+        at_stop = counter_total(worker)
+        return at_stop, restart_broker(Path(kafka_dir), stack.env["SMARTSTREAM_KAFKA_BOOTSTRAP"])
+
+    at_stop, away = stream_around(
+        stack, worker, ks, restart, 300, "the counter total after restart"
+    )
     assert worker.proc.poll() is None, worker.tail()  # the same process all along
     print(
         f"\n{len(ks.records)} records; broker stopped at counter {at_stop} of {ks.weight()}, "
@@ -158,21 +165,11 @@ def test_sigkill_while_labelling_loses_no_label(stack: Stack, tmp_path: Path) ->
     keyed by comment id, idempotent per (comment, model version): every comment must have a label
     of the serving version, no comment two different verdicts for one version; the records a
     crash repeated (identical but for `ts`) are counted."""
-    import json
-    import sys
-
     from tests.spamdata import corpus, write_youtube_csv
 
     worker = stack.start_worker()
     path = write_youtube_csv(tmp_path / "Youtube98-Faults.csv", *corpus(300, seed=3))
-    cli = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "pretrain", "--filter", "comments", str(path)],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert cli.returncode == 0, cli.stderr
+    stack.pretrain(path)
     wait_for(lambda: worker.get("/spam-filters/comments")[1].get("version") == 1, 120, "model")
     texts, _ = corpus(20_000, seed=4)
 
@@ -200,16 +197,11 @@ def test_sigkill_while_labelling_loses_no_label(stack: Stack, tmp_path: Path) ->
     # The fit helper of a SIGKILLed worker dies with it.
     wait_for(lambda: not Path(f"/proc/{helpers[0]}").exists(), 10, "the orphaned helper gone")
 
-    def read_labels() -> dict[str, list[dict]]:
-        out: dict[str, list[dict]] = {}
-        for m in stack.consume_all("comment-labels", 0):
-            value = json.loads(m.value)
-            out.setdefault(value["comment_id"], []).append(value)
-        return out
-
     with contextlib.suppress(AssertionError):  # what is still missing is counted as lost below
-        wait_for(lambda: len(read_labels()) == len(texts), 180, "a label for every comment")
-    labels = read_labels()
+        wait_for(
+            lambda: len(stack.labels_by_comment()) == len(texts), 180, "a label for every comment"
+        )
+    labels = stack.labels_by_comment()
     lost = [f"k{i}" for i in range(len(texts)) if f"k{i}" not in labels]
     verdicts = {
         cid: {(v["model_version"], v["is_spam"], v["score"]) for v in values}
@@ -266,19 +258,14 @@ def test_redis_outage_is_caught_up(stack: Stack, tmp_path) -> None:
     )
     worker = stack.start_worker()
     ks = streamdata.build(n_users=300, n_views=6000, seed=23)
-    producer = stack.producer()
-    half = len(ks.records) // 2
-    send_all(producer, ks.records[:half])
-    wait_for(lambda: counter_total(worker) > 0, 60, "first half")
-    redis_proc.send_signal(signal.SIGSTOP)
-    send_all(producer, ks.records[half:])
-    producer.close()
-    wait_for(
-        lambda: counter_total(worker) == ks.weight(),
+    stream_around(
+        stack,
+        worker,
+        ks,
+        lambda: redis_proc.send_signal(signal.SIGSTOP),
         120,
         "processing while Redis is down",
     )
-    expected_exact(worker, ks)
     redis_proc.send_signal(signal.SIGCONT)
     try:
         r = redis.Redis(port=port)

@@ -5,9 +5,6 @@ figures, and labelling that goes on during a retrain."""
 from __future__ import annotations
 
 import itertools
-import json
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -26,14 +23,6 @@ def spam_filter(worker) -> dict:
     return body if status == 200 else {}
 
 
-def labels_by_comment(stack: Stack) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for m in stack.consume_all("comment-labels", 0):
-        value = json.loads(m.value)
-        out.setdefault(value["comment_id"], []).append(value)
-    return out
-
-
 def test_pretrain_label_review_retrain(stack: Stack, tmp_path) -> None:
     stack.env["SMARTSTREAM_MODERATION_REVIEW_THRESHOLD"] = str(THRESHOLD)
     worker = stack.start_worker()
@@ -44,20 +33,13 @@ def test_pretrain_label_review_retrain(stack: Stack, tmp_path) -> None:
         producer.comment(f"early{i}", f"free money {i}")
     producer.flush()
     early = wait_for(
-        lambda: (lb := labels_by_comment(stack)) and len(lb) == 3 and lb, 60, "unknown labels"
+        lambda: (lb := stack.labels_by_comment()) and len(lb) == 3 and lb, 60, "unknown labels"
     )
     assert all(v[0]["state"] == "unknown" and v[0]["model_version"] == 0 for v in early.values())
 
     # Pretraining from the CLI, on a corpus the test writes as a YouTube-style CSV.
     path = write_youtube_csv(tmp_path / "Youtube99-Test.csv", *corpus(400, seed=1))
-    cli = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "pretrain", "--filter", "comments", str(path)],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert cli.returncode == 0, cli.stderr
+    cli = stack.pretrain(path)
     assert "400 labelled texts" in cli.stdout
     first = wait_for(
         lambda: spam_filter(worker).get("version") == 1 and spam_filter(worker),
@@ -127,7 +109,7 @@ def test_pretrain_label_review_retrain(stack: Stack, tmp_path) -> None:
 
     # Every comment: labelled, exactly once per model version that processed it.
     labels_seen = wait_for(
-        lambda: (lb := labels_by_comment(stack)) and len(lb) == total and lb,
+        lambda: (lb := stack.labels_by_comment()) and len(lb) == total and lb,
         60,
         "a label for every comment",
     )
@@ -153,7 +135,7 @@ def test_pretrain_label_review_retrain(stack: Stack, tmp_path) -> None:
     producer.close()
     late = wait_for(
         lambda: (
-            (lb := labels_by_comment(stack)) and all(f"late{i}" in lb for i in range(10)) and lb
+            (lb := stack.labels_by_comment()) and all(f"late{i}" in lb for i in range(10)) and lb
         ),
         60,
         "labels of the late comments",

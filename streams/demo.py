@@ -97,7 +97,14 @@ def wait_healthy(port: int, worker: subprocess.Popen, timeout: float) -> bool:
     return False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(port: int, users: int, rate: float) -> int:
+    # SIGTERM (a supervisor, `timeout`) stops everything as Ctrl-C does: without it the demo
+    # exited and left its worker and broker running.
+    signal.signal(signal.SIGTERM, _interrupt)
     run_dir = Path("run/demo").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     started: list[subprocess.Popen] = []

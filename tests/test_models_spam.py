@@ -41,14 +41,31 @@ TEXTS, LABELS = corpus()
             kernel="linear", stop_words=["the", "is"], max_features=30, min_df=2, max_df=0.8
         ),
         SpamFilterConfig(bow_enabled=False, kernel="linear", max_iter=5000),
+        SpamFilterConfig(kernel="linear", use_tfidf=False, ngram_range=(1, 2), lowercase=False),
     ],
-    ids=["example", "best", "rbf", "poly", "sigmoid", "char-binary", "stopword-list", "codepoints"],
+    ids=[
+        "example",
+        "best",
+        "rbf",
+        "poly",
+        "sigmoid",
+        "char-binary",
+        "stopword-list",
+        "codepoints",
+        "counts",
+    ],
 )
 def test_every_setting_trains_predicts_and_round_trips(config):
     model = SpamFilter(replace(config, cv_folds=4)).fit(TEXTS, LABELS)
     clone = SpamFilter.from_dict(json.loads(json.dumps(model.to_dict())))
-    probe = [*TEXTS[:50], "free money click now", "what a beautiful song"]
-    assert np.allclose(clone.decision_function(probe), model.decision_function(probe), atol=1e-9)
+    probe = [*TEXTS[:50], "free money click now", "what a beautiful song", "", "Zzz QQQ"]
+    # scikit-learn's own path on the fitted estimators is the ground truth for both the fitted
+    # model and its JSON clone (which score linear bags of words from a term table).
+    expected = np.ravel(model.classifier.decision_function(model.vectoriser.transform(probe)))
+    assert np.allclose(model.decision_function(probe), expected, rtol=1e-9, atol=1e-9)
+    assert np.allclose(clone.decision_function(probe), expected, rtol=1e-9, atol=1e-9)
+    linear_bow = config.bow_enabled and (config.kernel == "linear" or config.classifier != "svc")
+    assert (clone._scorer is not None) == linear_bow
     assert clone.predict(probe).tolist() == model.predict(probe).tolist()
     p = clone.predict_proba(probe)
     assert ((p >= 0) & (p <= 1)).all()

@@ -56,10 +56,13 @@ def is_ready() -> bool:
 class HealthView(View):
     async def get(self, request: Request) -> Response:
         ready = is_ready()
+        paused = await app.consumer.paused_in_client() if ready else set()
         body = {
             "status": "ok" if ready else "starting",
             "uptime_s": round(time.time() - STARTED, 3),
             "assigned_partitions": len(app.consumer.assignment()) if ready else 0,
+            # Not fetched by the Kafka client: outside recovery, exactly the tables' changelogs.
+            "paused_partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in paused),
         }
         return self.json(body, status=200 if ready else 503)
 

@@ -35,24 +35,6 @@ def _credentials(s: Settings) -> Any:
     return None
 
 
-def aiokafka_security(s: Settings) -> dict[str, Any]:
-    """The configured Kafka security settings, as aiokafka client arguments."""
-    if s.kafka_security_protocol == "PLAINTEXT":
-        return {}
-    from aiokafka.helpers import create_ssl_context
-
-    cfg: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
-    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        cfg["ssl_context"] = create_ssl_context(cafile=s.kafka_ssl_cafile or None)
-    if s.kafka_sasl_mechanism:
-        cfg.update(
-            sasl_mechanism=s.kafka_sasl_mechanism,
-            sasl_plain_username=s.kafka_sasl_username,
-            sasl_plain_password=s.kafka_sasl_password,
-        )
-    return cfg
-
-
 def make_app(s: Settings) -> App:
     """Build the app; consumer-group timings are short so a worker processes within seconds."""
     extra: dict[str, Any] = {}
@@ -97,8 +79,7 @@ models_ready = asyncio.Event()
 # Writes of whole batches (the users changelog): see streams.bulk.
 batch_producer = BatchProducer(
     records_per_batch=1 if settings.kafka_embedded else 0,
-    bootstrap_servers=settings.bootstrap_servers,
-    **aiokafka_security(settings),
+    **settings.aiokafka_config(),
 )
 
 

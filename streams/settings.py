@@ -126,6 +126,24 @@ class Settings:
             cfg["ssl_cafile"] = self.kafka_ssl_cafile
         return cfg
 
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Connection settings for aiokafka clients (the worker's own producer and readers)."""
+        cfg: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers}
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return cfg
+        from aiokafka.helpers import create_ssl_context
+
+        cfg["security_protocol"] = self.kafka_security_protocol
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            cfg["ssl_context"] = create_ssl_context(cafile=self.kafka_ssl_cafile or None)
+        if self.kafka_sasl_mechanism:
+            cfg.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password,
+            )
+        return cfg
+
 
 def _convert(name: str, raw: str, default: Any) -> Any:
     if isinstance(default, bool):

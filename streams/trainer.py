@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics as t
-from streams.app import aiokafka_security, app, control_topic, models_ready, settings
+from streams.app import app, control_topic, models_ready, settings
 from streams.metrics import send_dead_letter
 from streams.monitoring import MODEL_RUN_SECONDS, MODEL_RUNS
 
@@ -156,10 +156,9 @@ async def in_helper_process(fn: Callable[..., Any], *args: Any) -> Any:
 def group_less_consumer() -> AIOKafkaConsumer:
     """A consumer outside any group: it reads whole partitions it assigns itself."""
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
         max_partition_fetch_bytes=16 * 1024 * 1024,
-        **aiokafka_security(settings),
+        **settings.aiokafka_config(),
     )
 
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from producers.client import SmartStreamProducer  # noqa: E402
 from streams.records import PAGE_TYPES  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.topics import ensure_topics  # noqa: E402
+from streams.topics import delete_prefixed_topics, ensure_topics  # noqa: E402
 
 
 def produce(settings: Settings, events: int, users: int, seed: int = 1) -> float:
@@ -177,42 +177,45 @@ def main() -> None:
         f"{settings.partitions} partitions",
         flush=True,
     )
-    rate = produce(settings, args.events, args.users)
-    print(f"produced at {rate:,.0f} events/s (kafka-python)", flush=True)
-    raw = asyncio.run(raw_consumer_rate(settings, args.events))
-    print(f"raw aiokafka consumer + json.loads: {raw:,.0f} events/s", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        env, port = worker_env(prefix, args.store, tmp)
-        res = run_worker(env, port, args.events)
-    ours = res["events_per_s"]
-    print(
-        f"SmartStream worker ({args.store}): {ours:,.0f} events/s, "
-        f"ratio to raw {ours / raw:.3f}, peak RSS {res['peak_rss_mb']:.0f} MB",
-        flush=True,
-    )
-    if args.naive:
-        rate = run_naive(prefix, args.events)
+    try:
+        rate = produce(settings, args.events, args.users)
+        print(f"produced at {rate:,.0f} events/s (kafka-python)", flush=True)
+        raw = asyncio.run(raw_consumer_rate(settings, args.events))
+        print(f"raw aiokafka consumer + json.loads: {raw:,.0f} events/s", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            env, port = worker_env(prefix, args.store, tmp)
+            res = run_worker(env, port, args.events)
+        ours = res["events_per_s"]
         print(
-            f"naive Faust agent (group_by, one table write per event): {rate:,.0f} events/s, "
-            f"ratio to raw {rate / raw:.3f}; SmartStream / naive = {ours / rate:.1f}",
+            f"SmartStream worker ({args.store}): {ours:,.0f} events/s, "
+            f"ratio to raw {ours / raw:.3f}, peak RSS {res['peak_rss_mb']:.0f} MB",
             flush=True,
         )
-        rate = run_naive(prefix, args.events, NAIVE_EMPTY="1")
-        print(
-            f"Faust agent doing nothing (take_events, raw bytes): {rate:,.0f} events/s, "
-            f"ratio to raw {rate / raw:.3f}",
-            flush=True,
-        )
-    if args.memory:
-        for store in ("memory://", "rocksdb://"):
-            empty = rss_holding(store, 1)
-            full = rss_holding(store, args.users)
-            per_100k = (full - empty) * 100_000 / args.users
+        if args.naive:
+            rate = run_naive(prefix, args.events)
             print(
-                f"{store}: RSS {empty:.0f} MB with 1 user, {full:.0f} MB with {args.users:,}: "
-                f"{per_100k:.0f} MB per 100k users",
+                f"naive Faust agent (group_by, one table write per event): {rate:,.0f} events/s, "
+                f"ratio to raw {rate / raw:.3f}; SmartStream / naive = {ours / rate:.1f}",
                 flush=True,
             )
+            rate = run_naive(prefix, args.events, NAIVE_EMPTY="1")
+            print(
+                f"Faust agent doing nothing (take_events, raw bytes): {rate:,.0f} events/s, "
+                f"ratio to raw {rate / raw:.3f}",
+                flush=True,
+            )
+        if args.memory:
+            for store in ("memory://", "rocksdb://"):
+                empty = rss_holding(store, 1)
+                full = rss_holding(store, args.users)
+                per_100k = (full - empty) * 100_000 / args.users
+                print(
+                    f"{store}: RSS {empty:.0f} MB with 1 user, {full:.0f} MB with {args.users:,}: "
+                    f"{per_100k:.0f} MB per 100k users",
+                    flush=True,
+                )
+    finally:
+        delete_prefixed_topics(settings)
 
 
 def run_naive(prefix: str, events: int, **extra: str) -> float:
@@ -234,9 +237,12 @@ def rss_holding(store: str, users: int) -> float:
         producer.send("page-times", str(uid), json.dumps(value).encode())
     producer.flush()
     producer.close()
-    with tempfile.TemporaryDirectory() as tmp:
-        env, port = worker_env(prefix, store, tmp)
-        return run_worker(env, port, users)["rss_mb"]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            env, port = worker_env(prefix, store, tmp)
+            return run_worker(env, port, users)["rss_mb"]
+    finally:
+        delete_prefixed_topics(settings)
 
 
 if __name__ == "__main__":

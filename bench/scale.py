@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.pipeline import processed, produce, worker_env
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.topics import delete_prefixed_topics, ensure_topics
 
 
 def run(workers: int, events: int, users: int) -> float:
@@ -65,6 +65,7 @@ def run(workers: int, events: int, users: int) -> float:
                 p.terminate()
             for p in procs:
                 p.wait(30)
+            delete_prefixed_topics(settings)
 
 
 def main() -> None:

@@ -113,3 +113,18 @@ def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def delete_prefixed_topics(settings: Settings) -> list[str]:
+    """Delete every topic of this deployment's prefix (the contract's topics and Faust's
+    changelogs): what a benchmark run leaves behind on a shared broker."""
+    if not settings.topic_prefix:
+        raise ValueError("refusing to delete topics without a topic prefix")
+    admin = KafkaAdminClient(client_id="smartstream-admin", **settings.kafka_python_config())
+    try:
+        names = [n for n in admin.list_topics() if n.startswith(settings.topic_prefix)]
+        if names:
+            admin.delete_topics(names)
+        return names
+    finally:
+        admin.close()

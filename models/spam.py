@@ -13,7 +13,6 @@ import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -229,6 +228,9 @@ class SpamFilter:
     training_size: int = 0
     duration_s: float = 0.0
     trained_at: float = 0.0
+    # Linear SVMs over bags of words: a term-table scorer (see _LinearScorer), built with the
+    # state it reads, so a worker has it before it freezes the heap after a model load.
+    scorer: _LinearScorer | None = field(default=None, repr=False, compare=False)
 
     def fit(self, texts: list[str], labels: list[bool] | np.ndarray) -> SpamFilter:
         """Train, cross-validate (vectoriser inside the folds) and calibrate the scores."""
@@ -241,9 +243,9 @@ class SpamFilter:
         if folds >= 2:
             self.cv, decision = self._cross_validate(texts, y, folds)
         pipeline = build_pipeline(self.config).fit(texts, y)
-        self.__dict__.pop("_scorer", None)
         self.vectoriser = pipeline.named_steps["vectoriser"]
         self.classifier = pipeline.named_steps["classifier"]
+        self.scorer = _LinearScorer.build(self.vectoriser, self.classifier)
         if decision is None:
             decision = self.decision_function(texts)
         lr = LogisticRegression(C=1e6).fit(decision.reshape(-1, 1), y)
@@ -283,17 +285,11 @@ class SpamFilter:
     def decision_function(self, texts: list[str]) -> np.ndarray:
         if self.classifier is None:
             raise RuntimeError("spam filter is not trained")
-        if self._scorer is not None:
-            return np.fromiter(map(self._scorer.score, texts), dtype=np.float64, count=len(texts))
+        if self.scorer is not None:
+            return np.fromiter(map(self.scorer.score, texts), dtype=np.float64, count=len(texts))
         return np.asarray(
             self.classifier.decision_function(self.vectoriser.transform(texts))
         ).ravel()
-
-    @cached_property
-    def _scorer(self) -> _LinearScorer | None:
-        """The term-table scorer when the model is a linear SVM over bags of words (fit() drops
-        it with the state it was built from)."""
-        return _LinearScorer.build(self.vectoriser, self.classifier)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated probability of spam (Platt scaling of the SVM's decision value)."""
@@ -354,6 +350,7 @@ class SpamFilter:
         model = cls(config=config, name=d["name"], version=int(d["version"]))
         model.vectoriser = _restore_vectoriser(config, d["vectoriser"])
         model.classifier = _RestoredSVM(d["classifier"])
+        model.scorer = _LinearScorer.build(model.vectoriser, model.classifier)
         model.platt = (float(d["platt"][0]), float(d["platt"][1]))
         model.cv = CrossValidation(**d["cv"]) if d["cv"] else None
         model.input_dimensionality = (

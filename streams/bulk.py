@@ -22,14 +22,17 @@ import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import wraps
 from typing import Any
 
 import faust
 import faust.streams as faust_streams
 from aiokafka import AIOKafkaProducer, TopicPartition
+from faust.exceptions import NotReady
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 from faust.types.tuples import ack_lock
+from faust.web.exceptions import ServiceUnavailable
 from kafka.partitioner.default import murmur2
 
 # handler(partition, records): the records (aiokafka ConsumerRecords) of the handler's topics in
@@ -192,6 +195,34 @@ class App(faust.App):
             return handler
 
         return register
+
+    def table_route(self, table: faust.types.CollectionT, **kwargs: Any) -> Any:
+        """Faust's table routing, answering 503 instead of 500 while it cannot route yet.
+
+        In a worker's first seconds Faust's producer has no partition metadata for the table's
+        changelog, and its router fails with a TypeError (measured: ~40 answers of 500 in a
+        row after the 503s of the assignment phase)."""
+        route = super().table_route(table, **kwargs)
+
+        def decorator(fun: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            routed = route(fun)
+
+            @wraps(fun)
+            async def get(view: Any, request: Any, *args: Any, **kw: Any) -> Any:
+                if not self._knows_partitions(table.changelog_topic.get_topic_name()):
+                    raise ServiceUnavailable()
+                return await routed(view, request, *args, **kw)
+
+            return get
+
+        return decorator
+
+    def _knows_partitions(self, topic: str) -> bool:
+        try:
+            producer = self.producer._ensure_producer()
+        except NotReady:
+            return False
+        return producer._metadata.partitions_for_topic(topic) is not None
 
     def _new_consumer(self) -> BulkConsumer:
         return BulkConsumer(

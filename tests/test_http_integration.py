@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Stack, http, wait_for
+from tests.conftest import Stack, Worker, http, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +99,24 @@ def test_bearer_token_guards_writes_and_dashboard(stack: Stack) -> None:
         "the two authorised events",
     )
     assert user["avg_time_pages"] == 4.0
+
+
+def test_routed_views_answer_503_not_500_while_starting(stack: Stack) -> None:
+    """From the first answer on, table-routed views say 503 until they can route (then 404 for
+    unknown keys): never an error of the worker's own."""
+    worker = Worker(stack, len(stack.workers), {})
+    stack.workers.append(worker)
+    routed = ("/users/nobody", "/comments/none", "/counters", "/spam-filters/comments")
+    answers: dict[str, list[int]] = {path: [] for path in routed}
+
+    def settled() -> bool:
+        assert worker.proc.poll() is None, worker.tail()
+        for path in routed:
+            status = worker.get(path)[0]
+            if status:  # 0: the web server is not listening yet
+                answers[path].append(status)
+        return all(codes and codes[-1] in (200, 404) for codes in answers.values())
+
+    wait_for(settled, 90, "routed views answering", interval=0.01)
+    for path, codes in answers.items():
+        assert set(codes) <= {503, 200, 404}, (path, codes)

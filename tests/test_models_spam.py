@@ -65,7 +65,7 @@ def test_every_setting_trains_predicts_and_round_trips(config):
     assert np.allclose(model.decision_function(probe), expected, rtol=1e-9, atol=1e-9)
     assert np.allclose(clone.decision_function(probe), expected, rtol=1e-9, atol=1e-9)
     linear_bow = config.bow_enabled and (config.kernel == "linear" or config.classifier != "svc")
-    assert (clone._scorer is not None) == linear_bow
+    assert (clone.scorer is not None) == (model.scorer is not None) == linear_bow
     assert clone.predict(probe).tolist() == model.predict(probe).tolist()
     p = clone.predict_proba(probe)
     assert ((p >= 0) & (p <= 1)).all()

@@ -396,7 +396,7 @@ class _LinearScorer:
             tfidf = isinstance(v, TfidfVectorizer)
             if tfidf and (v.norm not in ("l2", None) or v.sublinear_tf):
                 return None
-            terms = sorted(v.vocabulary_, key=v.vocabulary_.__getitem__)
+            terms = _terms(v)
             n = len(terms)
             idf = v.idf_ if tfidf else np.ones(n)
             w = coef[offset : offset + n]
@@ -439,6 +439,11 @@ def _linear_weights(classifier: Any) -> tuple[np.ndarray, float] | None:
     return None
 
 
+def _terms(v: CountVectorizer) -> list[str]:
+    """A fitted vectoriser's terms in feature (column) order."""
+    return sorted(v.vocabulary_, key=v.vocabulary_.__getitem__)
+
+
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, dtype="<f8").tobytes()).decode()
 
@@ -450,7 +455,7 @@ def _unb64(s: str) -> np.ndarray:
 def _single_vectoriser_state(v: Any) -> dict[str, Any]:
     if isinstance(v, CodePoints):
         return {"type": "code_points", "length": v.length_}
-    terms = sorted(v.vocabulary_, key=v.vocabulary_.__getitem__)
+    terms = _terms(v)
     state: dict[str, Any] = {"type": "bow", "terms": terms}
     if isinstance(v, TfidfVectorizer):
         state["idf"] = _b64(v.idf_)
@@ -495,9 +500,10 @@ def _restore_vectoriser(config: SpamFilterConfig, state: dict[str, Any]) -> Any:
 
 
 def _classifier_state(c: Any) -> dict[str, Any]:
-    if isinstance(c, LinearSVC) or getattr(c, "kernel", None) == "linear":
-        coef = c.coef_.toarray() if sparse.issparse(c.coef_) else np.asarray(c.coef_)
-        return {"type": "linear", "coef": _b64(coef.ravel()), "intercept": float(c.intercept_[0])}
+    weights = _linear_weights(c)
+    if weights is not None:
+        coef, intercept = weights
+        return {"type": "linear", "coef": _b64(coef), "intercept": intercept}
     sv = sparse.csr_matrix(c.support_vectors_)
     return {
         "type": "kernel",

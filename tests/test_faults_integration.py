@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from streams.profiles import AVG_FIELDS, VISIT_FIELDS
 from tests import streamdata
-from tests.conftest import Stack, wait_for
+from tests.conftest import Stack, Worker, wait_for
 
 pytestmark = pytest.mark.integration
 KILLS = 3
@@ -30,24 +31,8 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(stack: Stack) -> None:
     ks = streamdata.build(n_users=5000, n_views=100_000, seed=21)
     total = ks.weight()
     worker = stack.start_worker()
-
-    def feed() -> None:
-        producer = stack.producer()
-        for i, (topic, key, value) in enumerate(ks.records):
-            producer.send(topic, key, value)
-            if i % 5000 == 0:
-                producer.flush()
-                time.sleep(0.2)  # pacing, so that the kills land mid-stream
-        producer.flush()
-        producer.close()
-
-    feeder = threading.Thread(target=feed)
-    feeder.start()
-    rng = random.Random(5)
-    for _ in range(KILLS):
-        time.sleep(rng.uniform(1.0, 3.0))  # a random moment to kill at, not a synchronisation
-        worker.stop(signal.SIGKILL)
-        worker = stack.start_worker()
+    feeder = paced_feed(stack, ks.records, lambda producer, r: producer.send(*r), 5000, 0.2)
+    worker = kill_and_restart(stack, worker, KILLS, random.Random(5), 1.0, 3.0)
     feeder.join()
 
     wait_for(lambda: counter_total(worker) == total, 240, f"counter total {total}")
@@ -69,6 +54,38 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(stack: Stack) -> None:
     )
     assert (lost, doubled) == (0, 0)
     assert counter_total(worker) == total
+
+
+def paced_feed(
+    stack: Stack, items: list[Any], send: Callable[[Any, Any], Any], every: int, pause: float
+) -> threading.Thread:
+    """Produce `items` (`send(producer, item)`) from a started thread, flushing and pausing every
+    `every` items so that the kills land mid-stream."""
+
+    def feed() -> None:
+        producer = stack.producer()
+        for i, item in enumerate(items):
+            send(producer, item)
+            if i % every == 0:
+                producer.flush()
+                time.sleep(pause)  # pacing, not a synchronisation
+        producer.flush()
+        producer.close()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    return feeder
+
+
+def kill_and_restart(
+    stack: Stack, worker: Worker, kills: int, rng: random.Random, low: float, high: float
+) -> Worker:
+    """SIGKILL the worker `kills` times, `low`..`high` s apart, starting a new one each time."""
+    for _ in range(kills):
+        time.sleep(rng.uniform(low, high))  # a random moment to kill at, not a synchronisation
+        worker.stop(signal.SIGKILL)
+        worker = stack.start_worker()
+    return worker
 
 
 def send_all(producer, records: list[tuple[str, str, bytes]]) -> None:
@@ -173,26 +190,12 @@ def test_sigkill_while_labelling_loses_no_label(stack: Stack, tmp_path: Path) ->
     wait_for(lambda: worker.get("/spam-filters/comments")[1].get("version") == 1, 120, "model")
     texts, _ = corpus(20_000, seed=4)
 
-    def feed() -> None:
-        producer = stack.producer()
-        for i, text in enumerate(texts):
-            producer.comment(f"k{i}", text)
-            if i % 1000 == 0:
-                producer.flush()
-                time.sleep(0.1)  # pacing, so that the kills land mid-stream
-        producer.flush()
-        producer.close()
-
-    feeder = threading.Thread(target=feed)
-    feeder.start()
-    rng = random.Random(7)
     helpers = [p for p in map(int, filter(str.isdigit, os.listdir("/proc")))]
     helpers = [p for p in helpers if _is_helper(p, worker.proc.pid)]
     assert len(helpers) == 1, helpers  # the pretraining fit ran in it
-    for _ in range(2):
-        time.sleep(rng.uniform(0.5, 1.5))  # a random moment to kill at, not a synchronisation
-        worker.stop(signal.SIGKILL)
-        worker = stack.start_worker()
+    comments = [(f"k{i}", text) for i, text in enumerate(texts)]
+    feeder = paced_feed(stack, comments, lambda producer, c: producer.comment(*c), 1000, 0.1)
+    worker = kill_and_restart(stack, worker, 2, random.Random(7), 0.5, 1.5)
     feeder.join()
     # The fit helper of a SIGKILLed worker dies with it.
     wait_for(lambda: not Path(f"/proc/{helpers[0]}").exists(), 10, "the orphaned helper gone")

@@ -29,8 +29,16 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
+from models import documents as doc
+from models.documents import DocumentError
+
 log = logging.getLogger(__name__)
 LOG_2PI = math.log(2 * math.pi)
+KIND = "bayesian_gaussian_mixture"
+# Load-time bounds (models/documents.py): a document must not declare what a fit never writes.
+MAX_COMPONENTS = 1000
+MAX_DIMENSIONS = 64
+MAX_LABEL_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -71,12 +79,43 @@ class Posterior:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Posterior:
-        arrays = {
-            k: np.asarray(d[k], dtype=float)
-            for k in ("log_pi", "mu", "mu_outer", "lam", "logdet_lam")
-        }
-        return cls(**arrays, lower_bound=float(d["lower_bound"]), iterations=int(d["iterations"]))
+    def from_dict(cls, d: Any, shape: tuple[int, int] | None = None) -> Posterior:
+        """Moments of K components in D dimensions (`shape`, else read from log_pi and mu),
+        checked: consistent shapes, finite values, each E[Lambda_k] symmetric positive
+        definite (prediction and label matching invert it)."""
+        with doc.loading("posterior"):
+            return cls._load(d, shape)
+
+    @classmethod
+    def _load(cls, d: Any, shape: tuple[int, int] | None) -> Posterior:
+        where = "posterior"
+        keys = ("log_pi", "mu", "mu_outer", "lam", "logdet_lam", "lower_bound", "iterations")
+        d = doc.mapping(d, where, keys)
+        k, dim = shape if shape else (None, None)
+        mu = doc.array(d["mu"], f"{where}.mu", (k, dim))
+        k, dim = mu.shape
+        if not (1 <= k <= MAX_COMPONENTS and 1 <= dim <= MAX_DIMENSIONS):
+            raise DocumentError(f"{where}.mu: shape {mu.shape} out of range")
+        lam = doc.array(d["lam"], f"{where}.lam", (k, dim, dim))
+        _check_precisions(lam, f"{where}.lam")
+        return cls(
+            log_pi=doc.array(d["log_pi"], f"{where}.log_pi", (k,)),
+            mu=mu,
+            mu_outer=doc.array(d["mu_outer"], f"{where}.mu_outer", (k, dim, dim)),
+            lam=lam,
+            logdet_lam=doc.array(d["logdet_lam"], f"{where}.logdet_lam", (k,)),
+            lower_bound=doc.lower_bound(d["lower_bound"], f"{where}.lower_bound"),
+            iterations=doc.integer(d["iterations"], f"{where}.iterations", 0, 10**9),
+        )
+
+
+def _check_precisions(lam: np.ndarray, where: str) -> None:
+    if not np.allclose(lam, lam.transpose(0, 2, 1), rtol=1e-6, atol=1e-12):
+        raise DocumentError(f"{where}: not symmetric")
+    try:
+        np.linalg.cholesky(lam)
+    except np.linalg.LinAlgError as exc:
+        raise DocumentError(f"{where}: not positive definite") from exc
 
 
 @dataclass(frozen=True)
@@ -323,7 +362,8 @@ class BayesianGaussianMixture:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": "bayesian_gaussian_mixture",
+            "kind": KIND,
+            "format_version": doc.FORMAT_VERSION,
             "version": self.version,
             "features": list(self.features),
             "params": {
@@ -346,25 +386,110 @@ class BayesianGaussianMixture:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BayesianGaussianMixture:
-        p = d["params"]
-        model = cls(
-            n_components=int(p["n_components"]),
-            n_restarts=int(p["n_restarts"]),
-            max_iter=int(p["max_iter"]),
-            tol=float(p["tol"]),
-            seed=int(p["seed"]),
-            subsample=p.get("subsample"),
-            priors=Priors(**p["priors"]),
-            features=tuple(d["features"]),
+    def from_dict(cls, d: Any) -> BayesianGaussianMixture:
+        """Load a document written by :meth:`to_dict`; anything else raises DocumentError (the
+        document may come from anyone who can produce to the models topic)."""
+        with doc.loading(KIND):
+            return cls._load(d).probe()
+
+    @classmethod
+    def _load(cls, d: Any) -> BayesianGaussianMixture:
+        d = doc.header(d, KIND, _DOCUMENT_KEYS)
+        model = _params_from(d["params"])
+        model.features = tuple(
+            doc.strings(d["features"], f"{KIND}.features", MAX_DIMENSIONS, 200, min_len=1)
         )
-        model.posterior = None if d["posterior"] is None else Posterior.from_dict(d["posterior"])
-        model.labels_ = {int(k): str(v) for k, v in d["labels"].items()}
-        model.sizes_ = {str(k): int(v) for k, v in d["sizes"].items()}
-        model.next_label = int(d["next_label"])
-        model.version = int(d["version"])
-        model.restart_bounds_ = [float(b) for b in d["restart_bounds"]]
-        model.label_change_share_ = d["label_change_share"]
-        model.duration_s = float(d["duration_s"])
-        model.trained_at = float(d["trained_at"])
+        shape = (model.n_components, len(model.features))
+        model.posterior = Posterior.from_dict(d["posterior"], shape)
+        model.labels_ = _labels_from(d["labels"], model.n_components)
+        model.sizes_ = _sizes_from(d["sizes"], set(model.labels_.values()))
+        model.next_label = doc.integer(
+            d["next_label"], f"{KIND}.next_label", len(model.labels_), 10**9
+        )
+        model.version = doc.version(d["version"], f"{KIND}.version")
+        bounds = doc.sequence(d["restart_bounds"], f"{KIND}.restart_bounds", MAX_COMPONENTS)
+        model.restart_bounds_ = [doc.lower_bound(b, f"{KIND}.restart_bounds") for b in bounds]
+        share = d["label_change_share"]
+        model.label_change_share_ = (
+            None if share is None else doc.number(share, f"{KIND}.label_change_share", 0.0, 1.0)
+        )
+        model.duration_s = doc.number(d["duration_s"], f"{KIND}.duration_s", 0.0)
+        model.trained_at = doc.number(d["trained_at"], f"{KIND}.trained_at", 0.0)
         return model
+
+    def probe(self) -> BayesianGaussianMixture:
+        """Predict the labelled components' means: every answer must be a known label with
+        finite responsibilities (checked at load time, so a document that loads is servable)."""
+        if self.posterior is None or not self.labels_:
+            raise DocumentError(f"{KIND}: not fitted")
+        means = self.posterior.mu[list(self.labels_)]
+        finite = np.isfinite(self.predict_proba(means)).all()
+        if not finite or not set(self.predict(means)) <= set(self.labels_.values()):
+            raise DocumentError(f"{KIND}: the probe gets no valid prediction")
+        return self
+
+
+_DOCUMENT_KEYS = (
+    "version",
+    "features",
+    "params",
+    "posterior",
+    "labels",
+    "sizes",
+    "next_label",
+    "restart_bounds",
+    "label_change_share",
+    "duration_s",
+    "trained_at",
+)
+_PARAM_KEYS = ("subsample", "n_components", "n_restarts", "max_iter", "tol", "seed", "priors")
+
+
+def _params_from(value: Any) -> BayesianGaussianMixture:
+    where = f"{KIND}.params"
+    p = doc.mapping(value, where, _PARAM_KEYS)
+    subsample = p["subsample"]
+    priors = doc.mapping(p["priors"], f"{where}.priors", ("alpha", "mu_precision", "wishart_scale"))
+    return BayesianGaussianMixture(
+        n_components=doc.integer(p["n_components"], f"{where}.n_components", 1, MAX_COMPONENTS),
+        n_restarts=doc.integer(p["n_restarts"], f"{where}.n_restarts", 1, 1000),
+        max_iter=doc.integer(p["max_iter"], f"{where}.max_iter", 1, 10**6),
+        tol=doc.number(p["tol"], f"{where}.tol", 0.0, 1e6),
+        seed=doc.integer(p["seed"], f"{where}.seed", 0, 2**31 - 1),
+        subsample=None
+        if subsample is None
+        else doc.integer(subsample, f"{where}.subsample", 1, 10**9),
+        priors=Priors(
+            **{
+                k: doc.number(v, f"{where}.priors.{k}", 0.0, 1e6, lo_open=True)
+                for k, v in priors.items()
+            }
+        ),
+    )
+
+
+def _labels_from(value: Any, n_components: int) -> dict[int, str]:
+    """Component -> label: components in 0..K-1 (JSON keys are strings), non-empty unique
+    labels, at least one."""
+    where = f"{KIND}.labels"
+    if not isinstance(value, dict) or not 1 <= len(value) <= n_components:
+        raise DocumentError(f"{where}: expected 1..{n_components} labels")
+    labels: dict[int, str] = {}
+    for key, label in value.items():
+        if isinstance(key, str):
+            if not (key.isascii() and key.isdigit() and len(key) <= 4):
+                raise DocumentError(f"{where}: component {doc.show(key)} is not an index")
+            key = int(key)
+        labels[doc.integer(key, where, 0, n_components - 1)] = doc.string(
+            label, where, MAX_LABEL_CHARS, min_len=1
+        )
+    if len(labels) != len(value) or len(set(labels.values())) != len(labels):
+        raise DocumentError(f"{where}: duplicate components or labels")
+    return labels  # in the document's order: predict_proba's columns
+
+
+def _sizes_from(value: Any, labels: set[str]) -> dict[str, int]:
+    where = f"{KIND}.sizes"
+    if not isinstance(value, dict) or not set(value) <= labels:
+        raise DocumentError(f"{where}: expected sizes of known labels")
+    return {k: doc.integer(v, where, 0, 10**12) for k, v in value.items()}

@@ -8,10 +8,16 @@ closed form: an exact online update of the batch posterior, cheap enough for the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+
+from models import documents as doc
+from models.documents import DocumentError
+
+KIND = "normal_population"
+MAX_ITER = 100_000  # partial_fit runs up to max_iter steps on the hot path
 
 
 @dataclass
@@ -113,8 +119,61 @@ class NormalPopulation:
         return (x < lo) | (x > hi)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "normal_population", **vars(self)}
+        return {"kind": KIND, "format_version": doc.FORMAT_VERSION, **vars(self)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> NormalPopulation:
-        return cls(**{k: v for k, v in d.items() if k != "kind"})
+    def from_dict(cls, d: Any) -> NormalPopulation:
+        """Load a document written by :meth:`to_dict`; anything else raises DocumentError (the
+        document may come from anyone who can produce to the models topic)."""
+        with doc.loading(KIND):
+            d = doc.header(d, KIND, tuple(_FIELDS))
+            model = cls(**{k: check(d[k], f"{KIND}.{k}") for k, check in _FIELDS.items()})
+            _check_statistics(model)
+            return model.probe()
+
+    def probe(self) -> NormalPopulation:
+        """Flag the population's own mean: the band must be finite and the answer a bool
+        (checked at load time, so a document that loads is servable)."""
+        lo, hi = self.band
+        flag = self.predict(np.array([self.mean]))
+        if not (math.isfinite(lo) and math.isfinite(hi)) or flag.dtype != bool:
+            raise DocumentError(f"{KIND}: the probe gets no valid band")
+        return self
+
+
+def _bound_or_none(value: Any, where: str) -> float | None:
+    return None if value is None else doc.lower_bound(value, where)
+
+
+# Positive values are bounded below by 1/MAX_MAGNITUDE so that a/b and 1/beta stay finite.
+_TINY = 1 / doc.MAX_MAGNITUDE
+_FIELDS: dict[str, Any] = {
+    "mu_mean0": doc.number,
+    "mu_precision0": lambda v, w: doc.number(v, w, _TINY),
+    "tau_shape0": lambda v, w: doc.number(v, w, _TINY),
+    "tau_rate0": lambda v, w: doc.number(v, w, _TINY),
+    "max_iter": lambda v, w: doc.integer(v, w, 1, MAX_ITER),
+    "tol": lambda v, w: doc.number(v, w, 0.0),
+    "n_sigma": lambda v, w: doc.number(v, w, 0.0, 1e3, lo_open=True),
+    "n": lambda v, w: doc.integer(v, w, 0, 10**15),
+    "sum_x": doc.number,
+    "sum_x2": lambda v, w: doc.number(v, w, 0.0),
+    "m": doc.number,
+    "beta": lambda v, w: doc.number(v, w, _TINY),
+    "a": lambda v, w: doc.number(v, w, _TINY),
+    "b": lambda v, w: doc.number(v, w, _TINY),
+    "lower_bound": _bound_or_none,
+    "iterations": lambda v, w: doc.integer(v, w, 0, 10**9),
+    "version": doc.version,
+}
+assert set(_FIELDS) == {f.name for f in fields(NormalPopulation)}
+
+
+def _check_statistics(model: NormalPopulation) -> None:
+    """(n, sum x, sum x²) must be the statistics of some sample: else partial_fit's rate b
+    turns negative and sigma fails on the hot path."""
+    n, s, s2 = model.n, model.sum_x, model.sum_x2
+    if n == 0 and (s != 0.0 or s2 != 0.0):
+        raise DocumentError(f"{KIND}: sums without observations")
+    if s * s > n * s2 * (1 + 1e-9) + 1e-300:
+        raise DocumentError(f"{KIND}: sum_x2 below sum_x² / n")

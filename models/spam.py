@@ -12,7 +12,7 @@ import base64
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import SVC, LinearSVC
 
+from models import documents as doc
+from models.documents import DocumentError
+
 METRICS = ("accuracy", "average_precision", "f1", "precision", "recall", "roc_auc")
 METRIC_NAMES = {
     "accuracy": "Accuracy",
@@ -35,6 +38,27 @@ METRIC_NAMES = {
     "recall": "Recall",
     "roc_auc": "ROC AUC",
 }
+
+KIND = "spam_filter"
+_DOCUMENT_KEYS = (
+    "name",
+    "config",
+    "vectoriser",
+    "classifier",
+    "platt",
+    "cv",
+    "input_dimensionality",
+    "training_size",
+    "version",
+    "duration_s",
+    "trained_at",
+)
+# Load-time bounds (models/documents.py): n-gram sizes and code points drive the hot path's cost
+# per comment, so a document must not choose them freely.
+MAX_NGRAM = 10
+MAX_CODE_POINTS = 2**16
+MAX_TERM_CHARS = 10_000
+MAX_DEGREE = 10
 
 
 @dataclass(frozen=True)
@@ -330,7 +354,8 @@ class SpamFilter:
         if self.classifier is None:
             raise RuntimeError("spam filter is not trained")
         return {
-            "kind": "spam_filter",
+            "kind": KIND,
+            "format_version": doc.FORMAT_VERSION,
             "name": self.name,
             "config": asdict(self.config),
             "vectoriser": _vectoriser_state(self.vectoriser),
@@ -345,22 +370,44 @@ class SpamFilter:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SpamFilter:
-        config = SpamFilterConfig(**d["config"])
-        model = cls(config=config, name=d["name"], version=int(d["version"]))
-        model.vectoriser = _restore_vectoriser(config, d["vectoriser"])
-        model.classifier = _RestoredSVM(d["classifier"])
-        model.scorer = _LinearScorer.build(model.vectoriser, model.classifier)
-        model.platt = (float(d["platt"][0]), float(d["platt"][1]))
-        model.cv = CrossValidation(**d["cv"]) if d["cv"] else None
-        model.input_dimensionality = (
-            int(d["input_dimensionality"][0]),
-            int(d["input_dimensionality"][1]),
+    def from_dict(cls, d: Any) -> SpamFilter:
+        """Load a document written by :meth:`to_dict`; anything else raises DocumentError (the
+        document may come from anyone who can produce to the models topic)."""
+        with doc.loading(KIND):
+            return cls._load(d).probe()
+
+    @classmethod
+    def _load(cls, d: Any) -> SpamFilter:
+        d = doc.header(d, KIND, _DOCUMENT_KEYS)
+        config = _config_from(d["config"])
+        model = cls(
+            config=config,
+            name=doc.string(d["name"], f"{KIND}.name", 200),
+            version=doc.version(d["version"], f"{KIND}.version"),
         )
-        model.training_size = int(d["training_size"])
-        model.duration_s = float(d["duration_s"])
-        model.trained_at = float(d["trained_at"])
+        model.vectoriser, n_features = _vectoriser_from(config, d["vectoriser"])
+        model.classifier = _classifier_from(config, d["classifier"], n_features)
+        model.scorer = _LinearScorer.build(model.vectoriser, model.classifier)
+        platt = doc.sequence(d["platt"], f"{KIND}.platt", 2, 2)
+        model.platt = (doc.number(platt[0], f"{KIND}.platt"), doc.number(platt[1], f"{KIND}.platt"))
+        model.cv = None if d["cv"] is None else _cv_from(d["cv"])
+        model.training_size = doc.integer(d["training_size"], f"{KIND}.training_size", 0, 10**9)
+        rows, cols = doc.sequence(d["input_dimensionality"], f"{KIND}.input_dimensionality", 2, 2)
+        model.input_dimensionality = (
+            doc.integer(rows, f"{KIND}.input_dimensionality", 0, 10**9),
+            doc.integer(cols, f"{KIND}.input_dimensionality", n_features, n_features),
+        )
+        model.duration_s = doc.number(d["duration_s"], f"{KIND}.duration_s", 0.0)
+        model.trained_at = doc.number(d["trained_at"], f"{KIND}.trained_at", 0.0)
         return model
+
+    def probe(self) -> SpamFilter:
+        """Score two probe texts: a loaded filter must give finite scores in [0, 1] (checked at
+        load time, so a document that loads is servable)."""
+        labels, scores = self.predict_with_scores(["probe text", ""])
+        if labels.shape != (2,) or not (np.isfinite(scores) & (scores >= 0) & (scores <= 1)).all():
+            raise DocumentError(f"{KIND}: the probe texts get no valid score")
+        return self
 
 
 class _LinearScorer:
@@ -429,7 +476,7 @@ class _LinearScorer:
 def _linear_weights(classifier: Any) -> tuple[np.ndarray, float] | None:
     """(coef, intercept) of a linear SVM, fitted or restored; None for kernel SVMs."""
     if isinstance(classifier, _RestoredSVM):
-        if classifier.state["type"] != "linear":
+        if classifier.coef is None:
             return None
         return classifier.coef, classifier.intercept
     if isinstance(classifier, LinearSVC) or getattr(classifier, "kernel", None) == "linear":
@@ -446,10 +493,6 @@ def _terms(v: CountVectorizer) -> list[str]:
 
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, dtype="<f8").tobytes()).decode()
-
-
-def _unb64(s: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(s), dtype="<f8").copy()
 
 
 def _single_vectoriser_state(v: Any) -> dict[str, Any]:
@@ -471,35 +514,9 @@ def _vectoriser_state(v: Any) -> dict[str, Any]:
     return _single_vectoriser_state(v)
 
 
-def _restore_single(
-    config: SpamFilterConfig, state: dict[str, Any], analyzer: str, ngrams: tuple
-) -> Any:
-    if state["type"] == "code_points":
-        cp = CodePoints()
-        cp.length_ = int(state["length"])
-        return cp
-    vocabulary = {term: i for i, term in enumerate(state["terms"])}
-    v = _bow(
-        replace(config, min_df=1, max_df=1.0, max_features=None),
-        analyzer,
-        ngrams,
-        vocabulary=vocabulary,
-    )
-    if "idf" in state:
-        v.idf_ = _unb64(state["idf"])
-    v._validate_vocabulary()
-    return v
-
-
-def _restore_vectoriser(config: SpamFilterConfig, state: dict[str, Any]) -> Any:
-    if state["type"] == "union":
-        main = _restore_single(config, state["parts"][0], config.analyzer, config.ngram_range)
-        char = _restore_single(config, state["parts"][1], "char_wb", config.char_wb_range)  # type: ignore[arg-type]
-        return FeatureUnion([("bow", main), ("char_wb", char)])
-    return _restore_single(config, state, config.analyzer, config.ngram_range)
-
-
 def _classifier_state(c: Any) -> dict[str, Any]:
+    if isinstance(c, _RestoredSVM):
+        return c.to_state()
     weights = _linear_weights(c)
     if weights is not None:
         coef, intercept = weights
@@ -525,30 +542,228 @@ def _classifier_state(c: Any) -> dict[str, Any]:
 
 
 class _RestoredSVM:
-    """Decision function of a trained SVM rebuilt from its JSON state (linear or kernel)."""
+    """Decision function of a trained SVM rebuilt from its validated JSON state: linear (coef,
+    intercept) or kernel (support vectors, dual coefficients and the kernel's parameters)."""
 
-    def __init__(self, state: dict[str, Any]) -> None:
-        self.state = state
-        self.intercept = float(state["intercept"])
-        if state["type"] == "linear":
-            self.coef = _unb64(state["coef"])
-        else:
-            self.sv = sparse.csr_matrix(
-                (_unb64(state["sv_data"]), state["sv_indices"], state["sv_indptr"]),
-                shape=state["sv_shape"],
-            )
-            self.dual = _unb64(state["dual_coef"])
+    def __init__(
+        self,
+        intercept: float,
+        coef: np.ndarray | None = None,
+        kernel: dict[str, Any] | None = None,
+        sv: sparse.csr_matrix | None = None,
+        dual: np.ndarray | None = None,
+    ) -> None:
+        self.intercept = intercept
+        self.coef = coef
+        self.kernel = kernel  # kernel, gamma, degree, coef0
+        self.sv = sv
+        self.dual = dual
+
+    @property
+    def linear(self) -> bool:
+        return self.coef is not None
+
+    def to_state(self) -> dict[str, Any]:
+        if self.coef is not None:
+            return {"type": "linear", "coef": _b64(self.coef), "intercept": self.intercept}
+        assert self.kernel is not None and self.sv is not None and self.dual is not None
+        return {
+            "type": "kernel",
+            **self.kernel,
+            "intercept": self.intercept,
+            "dual_coef": _b64(self.dual),
+            "sv_shape": list(self.sv.shape),
+            "sv_data": _b64(self.sv.data),
+            "sv_indices": self.sv.indices.astype(int).tolist(),
+            "sv_indptr": self.sv.indptr.astype(int).tolist(),
+        }
 
     def decision_function(self, X: Any) -> np.ndarray:
-        s = self.state
-        if s["type"] == "linear":
+        if self.coef is not None:
             return np.asarray(X @ self.coef).ravel() + self.intercept
-        if s["kernel"] == "rbf":
-            k = rbf_kernel(X, self.sv, gamma=s["gamma"])
-        elif s["kernel"] == "poly":
-            k = polynomial_kernel(
-                X, self.sv, degree=s["degree"], gamma=s["gamma"], coef0=s["coef0"]
+        k = self.kernel
+        assert k is not None
+        if k["kernel"] == "rbf":
+            gram = rbf_kernel(X, self.sv, gamma=k["gamma"])
+        elif k["kernel"] == "poly":
+            gram = polynomial_kernel(
+                X, self.sv, degree=k["degree"], gamma=k["gamma"], coef0=k["coef0"]
             )
         else:
-            k = sigmoid_kernel(X, self.sv, gamma=s["gamma"], coef0=s["coef0"])
-        return np.asarray(k @ self.dual).ravel() + self.intercept
+            gram = sigmoid_kernel(X, self.sv, gamma=k["gamma"], coef0=k["coef0"])
+        return np.asarray(gram @ self.dual).ravel() + self.intercept
+
+
+# -- loading a document: every value checked before it is used (models/documents.py) -----------
+
+
+def _ngrams(value: Any, where: str) -> tuple[int, int]:
+    lo, hi = doc.sequence(value, where, 2, 2)
+    lo = doc.integer(lo, where, 1, MAX_NGRAM)
+    return lo, doc.integer(hi, where, lo, MAX_NGRAM)
+
+
+def _df(value: Any, where: str) -> float | int:
+    """scikit-learn's document frequency: an int is a count, a float a share."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return doc.integer(value, where, 0, 10**9)
+    return doc.number(value, where, 0.0, 1.0)
+
+
+def _optional(check: Any) -> Any:
+    return lambda v, where: None if v is None else check(v, where)
+
+
+def _stop_words(value: Any, where: str) -> str | list[str]:
+    if isinstance(value, str):
+        return doc.choice(value, where, ("english",))
+    return doc.strings(value, where, 10_000, 100, unique=False)
+
+
+_CONFIG_FIELDS: dict[str, Any] = {
+    "bow_enabled": doc.boolean,
+    "use_tfidf": doc.boolean,
+    "analyzer": lambda v, w: doc.string(v, w, 16),
+    "ngram_range": _ngrams,
+    "min_df": _df,
+    "max_df": _df,
+    "max_features": _optional(lambda v, w: doc.integer(v, w, 1, doc.MAX_ELEMENTS)),
+    "stop_words": _optional(_stop_words),
+    "binary": doc.boolean,
+    "strip_accents": _optional(lambda v, w: doc.choice(v, w, ("ascii", "unicode"))),
+    "lowercase": doc.boolean,
+    "char_wb_range": _optional(_ngrams),
+    "classifier": lambda v, w: doc.string(v, w, 16),
+    "kernel": lambda v, w: doc.string(v, w, 16),
+    "C": lambda v, w: doc.number(v, w, 0.0, 1e10, lo_open=True),
+    "gamma": lambda v, w: (
+        doc.choice(v, w, ("scale", "auto"))
+        if isinstance(v, str)
+        else doc.number(v, w, 0.0, 1e6, lo_open=True)
+    ),
+    "degree": lambda v, w: doc.integer(v, w, 1, MAX_DEGREE),
+    "coef0": lambda v, w: doc.number(v, w, -1e6, 1e6),
+    "class_weight": _optional(lambda v, w: doc.choice(v, w, ("balanced",))),
+    "tol": lambda v, w: doc.number(v, w, 0.0, 1e3, lo_open=True),
+    "max_iter": lambda v, w: doc.integer(v, w, -1, 10**9),
+    "cv_folds": lambda v, w: doc.integer(v, w, 0, 1000),
+    "cv_metric": lambda v, w: doc.string(v, w, 32),
+    "cv_shuffle": doc.boolean,
+    "seed": lambda v, w: doc.integer(v, w, 0, 2**32 - 1),
+}
+assert set(_CONFIG_FIELDS) == {f.name for f in fields(SpamFilterConfig)}
+
+
+def _config_from(value: Any) -> SpamFilterConfig:
+    """Every field checked (unknown keys refused, absent ones take their defaults), then the
+    config's own checks, whose ValueError becomes a DocumentError."""
+    where = f"{KIND}.config"
+    d = doc.mapping(value, where, (), tuple(_CONFIG_FIELDS))
+    clean = {k: _CONFIG_FIELDS[k](v, f"{where}.{k}") for k, v in d.items()}
+    try:
+        return SpamFilterConfig(**clean)
+    except ValueError as exc:
+        raise DocumentError(f"{where}: {str(exc)[:120]}") from exc
+
+
+def _cv_from(value: Any) -> CrossValidation:
+    where = f"{KIND}.cv"
+    slack = 1e-9  # metrics are in [0, 1] up to rounding (average precision gives 1 + 4e-16)
+    d = doc.mapping(value, where, ("metric", "folds", "scores", "mean", "two_std"))
+    folds = doc.integer(d["folds"], f"{where}.folds", 2, 1000)
+    scores = doc.sequence(d["scores"], f"{where}.scores", folds, folds)
+    return CrossValidation(
+        metric=doc.choice(d["metric"], f"{where}.metric", METRICS),
+        folds=folds,
+        scores=[doc.number(x, f"{where}.scores", -slack, 1.0 + slack) for x in scores],
+        mean=doc.number(d["mean"], f"{where}.mean", -slack, 1.0 + slack),
+        two_std=doc.number(d["two_std"], f"{where}.two_std", 0.0, 2.0 + slack),
+    )
+
+
+def _bow_from(
+    config: SpamFilterConfig, value: Any, where: str, analyzer: str, ngrams: tuple[int, int]
+) -> tuple[Any, int]:
+    """A bag-of-words part: unique terms in column order, and their idf iff TF-IDF is on."""
+    d = doc.mapping(value, where, ("type", "terms"), ("idf",))
+    doc.choice(d["type"], f"{where}.type", ("bow",))
+    terms = doc.strings(d["terms"], f"{where}.terms", doc.MAX_ELEMENTS, MAX_TERM_CHARS, 1)
+    if config.use_tfidf != ("idf" in d):
+        raise DocumentError(f"{where}: idf must be present iff use_tfidf")
+    v = _bow(
+        replace(config, min_df=1, max_df=1.0, max_features=None),
+        analyzer,
+        ngrams,
+        vocabulary={term: i for i, term in enumerate(terms)},
+    )
+    if config.use_tfidf:
+        v.idf_ = doc.b64_floats(d["idf"], f"{where}.idf", len(terms), 0.0, 1e6)
+    v._validate_vocabulary()
+    return v, len(terms)
+
+
+def _vectoriser_from(config: SpamFilterConfig, value: Any) -> tuple[Any, int]:
+    """The vectoriser the config describes and its number of features (columns)."""
+    where = f"{KIND}.vectoriser"
+    if not config.bow_enabled:
+        d = doc.mapping(value, where, ("type", "length"))
+        doc.choice(d["type"], f"{where}.type", ("code_points",))
+        cp = CodePoints()
+        cp.length_ = doc.integer(d["length"], f"{where}.length", 1, MAX_CODE_POINTS)
+        return cp, cp.length_
+    if config.char_wb_range is None:
+        return _bow_from(config, value, where, config.analyzer, config.ngram_range)
+    d = doc.mapping(value, where, ("type", "parts"))
+    doc.choice(d["type"], f"{where}.type", ("union",))
+    first, second = doc.sequence(d["parts"], f"{where}.parts", 2, 2)
+    main, n_main = _bow_from(config, first, f"{where}.parts", config.analyzer, config.ngram_range)
+    char, n_char = _bow_from(config, second, f"{where}.parts", "char_wb", config.char_wb_range)
+    return FeatureUnion([("bow", main), ("char_wb", char)]), n_main + n_char
+
+
+_KERNEL_KEYS = ("type", "kernel", "gamma", "degree", "coef0", "intercept", "dual_coef")
+_SV_KEYS = ("sv_shape", "sv_data", "sv_indices", "sv_indptr")
+
+
+def _classifier_from(config: SpamFilterConfig, value: Any, n_features: int) -> _RestoredSVM:
+    """A linear SVM (one weight per feature) or a kernel SVM of the config's kernel, whose
+    support vectors are a valid CSR matrix of n_features columns."""
+    where = f"{KIND}.classifier"
+    if config.classifier == "linear_svc" or config.kernel == "linear":
+        d = doc.mapping(value, where, ("type", "coef", "intercept"))
+        doc.choice(d["type"], f"{where}.type", ("linear",))
+        return _RestoredSVM(
+            intercept=doc.number(d["intercept"], f"{where}.intercept"),
+            coef=doc.b64_floats(d["coef"], f"{where}.coef", n_features),
+        )
+    d = doc.mapping(value, where, _KERNEL_KEYS + _SV_KEYS)
+    doc.choice(d["type"], f"{where}.type", ("kernel",))
+    kernel = {
+        "kernel": doc.choice(d["kernel"], f"{where}.kernel", (config.kernel,)),
+        "gamma": doc.number(d["gamma"], f"{where}.gamma", 0.0, 1e6, lo_open=True),
+        "degree": doc.integer(d["degree"], f"{where}.degree", 1, MAX_DEGREE),
+        "coef0": doc.number(d["coef0"], f"{where}.coef0", -1e6, 1e6),
+    }
+    rows, cols = doc.sequence(d["sv_shape"], f"{where}.sv_shape", 2, 2)
+    rows = doc.integer(rows, f"{where}.sv_shape", 1, doc.MAX_ELEMENTS)
+    doc.integer(cols, f"{where}.sv_shape", n_features, n_features)
+    # The dual coefficients' text holds 8 bytes per row: checked first, it bounds what follows.
+    dual = doc.b64_floats(d["dual_coef"], f"{where}.dual_coef", rows)
+    return _RestoredSVM(
+        intercept=doc.number(d["intercept"], f"{where}.intercept"),
+        kernel=kernel,
+        sv=_csr_from(d, f"{where}.sv", rows, n_features),
+        dual=dual,
+    )
+
+
+def _csr_from(d: dict[str, Any], where: str, rows: int, cols: int) -> sparse.csr_matrix:
+    """A CSR matrix whose row pointers start at 0 and never decrease, and whose column indices
+    are in range, with as many values as indices."""
+    indptr = doc.int_list(d["sv_indptr"], f"{where}_indptr", rows + 1, 0, doc.MAX_ELEMENTS)
+    if indptr[0] != 0 or (np.diff(indptr) < 0).any():
+        raise DocumentError(f"{where}_indptr: must start at 0 and never decrease")
+    nnz = int(indptr[-1])
+    indices = doc.int_list(d["sv_indices"], f"{where}_indices", nnz, 0, cols - 1)
+    data = doc.b64_floats(d["sv_data"], f"{where}_data", nnz)
+    return sparse.csr_matrix((data, indices, indptr), shape=(rows, cols))

@@ -59,12 +59,25 @@ def apply_new_user(profile: dict[str, Any], event: NewUser) -> None:
             profile[name] = value
 
 
-def already_applied(profile: dict[str, Any], topic: str, offset: int) -> bool:
-    return offset <= profile["offsets"].get(topic, -1)
+def _applied_key(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"  # Kafka topic names cannot hold ":"
 
 
-def mark_applied(profile: dict[str, Any], topic: str, offset: int) -> None:
-    profile["offsets"][topic] = offset
+def already_applied(profile: dict[str, Any], topic: str, partition: int, offset: int) -> bool:
+    """Whether the profile holds this record already. Offsets are per topic-partition: a user's
+    records on two partitions (a producer with its own partitioner) are not replays of each
+    other. Rows written before this bookkeeping kept one offset per topic: it stands for the
+    row's own partition, the only one keyed records reached."""
+    offsets = profile["offsets"]
+    applied = offsets.get(_applied_key(topic, partition))
+    if applied is None:
+        applied = offsets.get(topic, -1)
+    return offset <= applied
+
+
+def mark_applied(profile: dict[str, Any], topic: str, partition: int, offset: int) -> None:
+    profile["offsets"].pop(topic, None)
+    profile["offsets"][_applied_key(topic, partition)] = offset
 
 
 def public_view(profile: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ deserialiser inside Faust.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -38,9 +39,14 @@ def loads_object(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
     return value
 
 
-def dumps_json(value: Any) -> bytes:
+def dumps_json(value: Any, strict: bool = False) -> bytes:
     """JSON bytes, by orjson (the stdlib encoder was a third of the hot path's CPU); the stdlib
-    takes what orjson refuses: strings with lone surrogates, which hostile input can carry."""
+    takes what orjson refuses: strings with lone surrogates, which hostile input can carry.
+    `strict` (model documents): the stdlib, refusing NaN and infinities with ValueError where
+    orjson would write null, so a broken fit fails its run instead of publishing a document
+    that every worker refuses."""
+    if strict:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
     try:
         return orjson.dumps(value)
     except TypeError:
@@ -79,7 +85,10 @@ def _number(obj: dict[str, Any], name: str, required: bool = False) -> float | N
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Rejected(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer of hundreds of digits (the stdlib parser's output)
+        raise Rejected(f"{name} is outside the range of a float") from None
     if not math.isfinite(value):
         raise Rejected(f"{name} must be finite, got {value}")
     return value
@@ -244,16 +253,135 @@ class ClusterAssignment(_Record):
     ts: float | None = None
 
 
+# A dead letter keeps this much of the refused record's bytes (with their length and sha256):
+# enough to read what was refused, and escaped binary cannot push the letter past the topic's
+# size limit (a 400 KB binary payload became 1.37 MB after escaping).
+DEAD_LETTER_PREFIX_BYTES = 1024
+
+
 def dead_letter(
     topic: str, partition: int, offset: int, error: str, payload: bytes | None
 ) -> bytes:
-    """The `dead-letters` value: where the record came from, why it was refused, and its bytes."""
-    text = "" if payload is None else payload.decode("utf-8", errors="backslashreplace")
+    """The `dead-letters` value: where the record came from, why it was refused, and a bounded
+    view of its bytes (`payload`: the first DEAD_LETTER_PREFIX_BYTES, decoded with escapes;
+    `payload_bytes` and `payload_sha256` identify the whole)."""
+    raw = payload or b""
     doc = {
         "topic": topic,
         "partition": partition,
         "offset": offset,
-        "error": error,
-        "payload": text,
+        "error": error[:1000],
+        "payload": raw[:DEAD_LETTER_PREFIX_BYTES].decode("utf-8", errors="backslashreplace"),
+        "payload_bytes": len(raw),
+        "payload_sha256": hashlib.sha256(raw).hexdigest(),
+        "payload_truncated": len(raw) > DEAD_LETTER_PREFIX_BYTES,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Internal topics: validated like the contract's, so no record on any topic a worker reads can
+# raise anything but Rejected.
+
+MAX_COUNT = 2**53  # exact in a float: what JSON readers in other languages keep
+
+
+def _int(obj: dict[str, Any], name: str, low: int = 0, high: int = MAX_COUNT) -> int:
+    value = obj.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Rejected(f"{name} must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise Rejected(f"{name} must be in {low}..{high}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Reassign(_Record):
+    """`user-commands`: re-assign a partition's users once the model's `version` serves. It
+    names a version on `models` (validated there), never carries the model itself."""
+
+    model: str
+    version: int
+    action: str = "reassign"
+
+
+def parse_reassign(obj: dict[str, Any]) -> Reassign:
+    if obj.get("action") != "reassign":
+        raise Rejected(f"unknown command {str(obj.get('action'))[:40]!r}")
+    version = obj.get("version")
+    legacy = obj.get("model")
+    if version is None and isinstance(legacy, dict):  # the previous release sent the document
+        return Reassign(_id(legacy, "name") or "", _int(legacy, "version", 1))  # type: ignore[arg-type]
+    return Reassign(_id(obj, "model"), _int(obj, "version", 1))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest(_Record):
+    """`control`: ask the trainer for a run of `model` (`requests`: threshold crossings)."""
+
+    model: str
+    reason: str
+    requests: int = 1
+    ts: float | None = None
+    action: str = "run"
+
+
+def parse_run_request(obj: dict[str, Any]) -> RunRequest:
+    if obj.get("action", "run") != "run":
+        raise Rejected(f"unknown control action {str(obj.get('action'))[:40]!r}")
+    requests = obj.get("requests", 1)
+    return RunRequest(
+        model=_id(obj, "model"),  # type: ignore[arg-type]
+        reason=_id(obj, "reason", required=False) or "request",
+        requests=_int({"requests": requests}, "requests", 1),
+        ts=_number(obj, "ts"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CounterTotal(_Record):
+    """`counter-increments`: a partition's absolute total for a model's counter, with the
+    partition's extra figures (a filter's confusion counts)."""
+
+    model: str
+    partition: int
+    total: int
+    extra: dict[str, int] | None = None
+
+
+def parse_counter_total(obj: dict[str, Any]) -> CounterTotal:
+    extra = obj.get("extra")
+    if extra is not None:
+        if not isinstance(extra, dict) or len(extra) > 32:
+            raise Rejected("extra must be an object of at most 32 counts")
+        extra = {_unicode("extra", str(k))[:MAX_ID_CHARS]: _int(extra, k) for k in extra}
+    return CounterTotal(
+        model=_id(obj, "model"),  # type: ignore[arg-type]
+        partition=_int(obj, "partition", 0, 1_000_000),
+        total=_int(obj, "total"),
+        extra=extra,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PretrainingExample(_Record):
+    """`pretraining` (key `filter:sha1(text)`) and `training-examples` (key comment id): a
+    labelled text of a spam filter."""
+
+    filter: str
+    text: str
+    is_spam: bool
+    source: str | None = None
+    comment_id: str | None = None
+    reviewer: str | None = None
+
+
+def parse_training_example(obj: dict[str, Any]) -> PretrainingExample:
+    return PretrainingExample(
+        filter=_id(obj, "filter"),  # type: ignore[arg-type]
+        text=_text(obj, "text", True, MAX_TEXT_CHARS),  # type: ignore[arg-type]
+        is_spam=_bool(obj, "is_spam"),
+        source=_text(obj, "source", False, MAX_TEXT_CHARS),
+        comment_id=_id(obj, "comment_id", required=False),
+        reviewer=_id(obj, "reviewer", required=False),
+    )

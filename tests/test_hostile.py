@@ -6,6 +6,7 @@ while the valid ones around it are processed."""
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -28,8 +29,13 @@ PARSERS = {
     "comments": parse_comment,
     "comment-reviews": parse_comment_review,
 }
+# Integers of hundreds of digits (float() of them overflows), and floats with NaN and infinities
+# (json.dumps writes them as the NaN / Infinity literals a hostile producer can send).
+huge_integers = st.integers(min_value=10**309, max_value=10**450) | st.integers(
+    min_value=-(10**450), max_value=-(10**309)
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    st.none() | st.booleans() | st.integers() | huge_integers | st.floats() | st.text(),
     lambda children: st.lists(children) | st.dictionaries(st.text(), children),
     max_leaves=30,
 )
@@ -79,6 +85,26 @@ def test_arbitrary_bytes_are_processed_or_refused(raw, topic):
 @given(shaped, st.sampled_from(sorted(PARSERS)))
 def test_wrong_types_and_unicode_are_processed_or_refused(obj, topic):
     outcome(topic, json.dumps(obj).encode())
+
+
+VALID = {
+    "page-times": {"user_id": "u", "page_type": "A", "seconds": 2.0, "ts": 1.0},
+    "new-users": {"user_id": "u", "age": 30, "avg1": 1.5, "ts": 1.0},
+    "comments": {"comment_id": "c", "text": "hi", "ts": 1.0},
+    "comment-reviews": {"comment_id": "c", "is_spam": True, "ts": 1.0},
+}
+hostile_numbers = huge_integers | st.sampled_from([math.nan, math.inf, -math.inf])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(VALID)), st.data())
+def test_hostile_numbers_in_valid_records_are_refused(topic, data):
+    """A valid record with one numeric field replaced by a number outside float range, NaN or
+    an infinity: a rejection, never an OverflowError (a poison pill on the landed code)."""
+    record = dict(VALID[topic])
+    field = data.draw(st.sampled_from([k for k, v in record.items() if type(v) in (int, float)]))
+    record[field] = data.draw(hostile_numbers)
+    assert outcome(topic, json.dumps(record).encode()) == "rejected"
 
 
 @given(st.integers(min_value=1, max_value=50_000))

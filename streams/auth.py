@@ -20,7 +20,10 @@ def authorized(request: Request) -> bool:
         return True
     header = request.headers.get("Authorization", "")
     given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
-    return hmac.compare_digest(given.encode(), settings.api_token.encode())
+    # aiohttp keeps undecodable header bytes as surrogates: encode them back, never raise (500).
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), settings.api_token.encode()
+    )
 
 
 def token_required(

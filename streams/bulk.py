@@ -18,6 +18,9 @@ produced: at-least-once, which the handlers make exact with idempotent updates.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
 import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -224,6 +227,18 @@ class App(faust.App):
             return False
         return producer._metadata.partitions_for_topic(topic) is not None
 
+    async def crash(self, reason: BaseException) -> None:
+        """A crashed app ends its process with status 70 (EX_SOFTWARE). Faust's worker otherwise
+        stays up with a dead app: never healthy, never restarted by a supervisor. Effects are
+        produced before their offsets are committed, so nothing acknowledged is lost."""
+        await super().crash(reason)
+        message = f"the app crashed ({reason!r}): exiting with 70"
+        logging.getLogger(__name__).critical(message)
+        logging.shutdown()
+        print(message, file=sys.stderr, flush=True)  # whatever the logging configuration
+        sys.stdout.flush()
+        os._exit(70)
+
     def _new_consumer(self) -> BulkConsumer:
         return BulkConsumer(
             self.transport,
@@ -259,7 +274,9 @@ class BatchProducer:
                 self._producer = producer
         return self._producer
 
-    async def send(self, topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> int:
+    async def send(
+        self, topic: str, partition: int, records: list[tuple[bytes | None, bytes]]
+    ) -> int:
         """Produce `records` (key, value) to one partition; wait until the broker has them all.
         Returns the offset of the first record of the last batch (a lower bound of the last)."""
         producer = await self._started()
@@ -279,13 +296,21 @@ class BatchProducer:
     async def send_keyed(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
         """Produce keyed records to the partitions Kafka's default partitioner gives their keys
         (murmur2, as Faust and kafka-python do), one batch per partition; wait for all of them."""
+        await self.send_routed(topic, [(key, value, 0) for key, value in records])
+
+    async def send_routed(
+        self, topic: str, records: list[tuple[bytes | None, bytes, int]]
+    ) -> None:
+        """Like :meth:`send_keyed`; a record without a key goes to its given partition number
+        (modulo the topic's partitions)."""
         if not records:
             return
         producer = await self._started()
         count = len(await producer.partitions_for(topic))
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        for key, value in records:
-            by_partition[(murmur2(key) & 0x7FFFFFFF) % count].append((key, value))
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)
+        for key, value, fallback in records:
+            partition = fallback if key is None else murmur2(key) & 0x7FFFFFFF
+            by_partition[partition % count].append((key, value))
         await asyncio.gather(*(self.send(topic, p, batch) for p, batch in by_partition.items()))
 
     async def stop(self) -> None:

@@ -13,7 +13,6 @@ the previous version serving.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -23,10 +22,11 @@ from faust.web import Request, Response, View
 
 from models.mixture import BayesianGaussianMixture
 from models.normal import NormalPopulation
-from streams.app import app, models_topic, settings, user_commands_topic
+from streams.app import app, settings, user_commands_topic
 from streams.metrics import counter_state, request_run
+from streams.records import Reassign, Rejected
 from streams.serving import CLUSTERING, FEATURES, features_of, serving
-from streams.trainer import in_helper_process, read_latest, register
+from streams.trainer import in_helper_process, publish_model, read_latest, register
 from streams.users import mirror, users_table
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,17 @@ def fit_models(X: np.ndarray, avg1: np.ndarray, previous: dict | None, warm: boo
     return {"mixture": model.to_dict(), "population": population.to_dict()}
 
 
+def profile_row(obj: dict[str, Any]) -> dict[str, Any]:
+    """A users-changelog row as the fit reads it: it needs a string user id."""
+    if not isinstance(obj.get("user_id"), str):
+        raise Rejected("a users row needs a string user_id")
+    return obj
+
+
 async def run_clustering(reason: str) -> None:
     start = time.perf_counter()
     topic = users_table.changelog_topic.get_topic_name()
-    latest = await read_latest(topic, users_table.partitions or settings.partitions)
+    latest = await read_latest(topic, users_table.partitions or settings.partitions, profile_row)
     # A fixed order (ids in natural order: "2" before "10") makes a fit independent of how the
     # partitions' records interleaved; with the original ids 1..N it is the original data order.
     profiles = sorted(latest.values(), key=lambda p: (len(p["user_id"]), p["user_id"]))
@@ -97,10 +104,10 @@ async def run_clustering(reason: str) -> None:
         **fitted,
     }
     document["sample"] = snapshot(profiles, fitted)
-    await models_topic.send(key=CLUSTERING.encode(), value=json.dumps(document).encode())
+    await publish_model(document)
     serving.load(document)
     mirror.stage(f"model:{CLUSTERING}", clusters_view())
-    command = json.dumps({"action": "reassign", "model": document}).encode()
+    command = Reassign(model=CLUSTERING, version=version).dumps()
     for partition in range(settings.partitions):
         await user_commands_topic.send(value=command, partition=partition)
     mixture = serving.mixture

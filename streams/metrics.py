@@ -10,6 +10,7 @@ total.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -19,6 +20,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from kafka.partitioner.default import murmur2
 
@@ -29,7 +31,6 @@ from streams.app import (
     comments_topic,
     control_topic,
     counter_increments_topic,
-    dead_letters_topic,
     models_ready,
     new_users_topic,
     page_times_topic,
@@ -37,7 +38,8 @@ from streams.app import (
     write_rows,
 )
 from streams.auth import token_required
-from streams.monitoring import BATCH_SECONDS, DEAD_LETTERS, EVENTS, LAST_EVENT
+from streams.deadletters import letter, send_dead_letter, send_letters
+from streams.monitoring import BATCH_SECONDS, EVENTS, LAST_EVENT
 from streams.profiles import (
     already_applied,
     apply_new_user,
@@ -47,11 +49,13 @@ from streams.profiles import (
 )
 from streams.records import (
     Rejected,
-    dead_letter,
+    RunRequest,
     loads_object,
     parse_comment,
+    parse_counter_total,
     parse_new_user,
     parse_page_time,
+    parse_reassign,
 )
 from streams.serving import assign, observe_metric, serving
 from streams.users import mirror, users_table
@@ -83,27 +87,17 @@ counters_table = app.Table(
 )
 
 
-def send_dead_letter(msg: Any, error: str) -> None:
-    """Queue the refused record (a Faust message or an aiokafka record) on `dead-letters`.
-
-    Hot-path records go out with ``send_soon``: buffered, not awaited one by one; Faust flushes
-    the producer before it commits offsets, so nothing is committed before it is sent.
-    """
-    DEAD_LETTERS.labels(topic=msg.topic).inc()
-    dead_letters_topic.send_soon(
-        key=msg.key, value=dead_letter(msg.topic, msg.partition, msg.offset, error, msg.value)
-    )
-
-
 def _parse(record: Any) -> Any:
-    """The record's event, or :class:`Rejected`. Keys must be the user id (co-partitioning)."""
+    """The record's event, or :class:`Rejected`. The key must be the user id: a keyless or
+    wrongly keyed record would land in another partition than the user's row."""
     obj = loads_object(record.value or b"", settings.max_payload_bytes)
     if record.topic == PAGE_TIMES:
         event = parse_page_time(obj, settings.max_seconds)
     else:
         event = parse_new_user(obj)
-    if record.key is not None and record.key != event.user_id.encode():
-        raise Rejected(f"key {record.key!r} is not the user_id {event.user_id!r}")
+    if record.key != event.user_id.encode():
+        key = "null" if record.key is None else repr(record.key[:40])
+        raise Rejected(f"key {key} is not the user_id {event.user_id[:40]!r}")
     return event
 
 
@@ -119,7 +113,7 @@ async def process_user_records(partition: int, records: list[Any]) -> None:
     for topic, count in Counter(r.topic for r in records).items():
         EVENTS.labels(topic=topic).inc(count)
     remember_users([p["user_id"] for p in touched[-RECENT_USERS:]])
-    mirror.stage_users(touched)
+    mirror.stage_users(touched, partition)
     mirror.flush_soon()
     LAST_EVENT.set(time.time())
     BATCH_SECONDS.labels(agent="users").observe(time.perf_counter() - start)
@@ -134,45 +128,88 @@ def remember_users(user_ids: list[str]) -> None:
         del recent_users[next(iter(recent_users))]
 
 
-async def _apply_records(partition: int, records: list[Any], touched: list[dict[str, Any]]) -> int:
-    """Apply one partition's records, write the changed rows; return the records' counter weight."""
-    rows = users_table.data
-    profiles: dict[bytes, dict[str, Any]] = {}
-    weight = 0
-    reassign = False
-    new_metric: list[float] = []
-    for record in records:
-        if record.topic == USER_COMMANDS:
-            reassign = run_command(record.value) or reassign
-            continue
+class _Batch:
+    """One partition's records of one fetch, applied to the touched profiles in memory."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.profiles: dict[bytes, dict[str, Any]] = {}
+        self.foreign: set[bytes] = set()  # keys whose rows live in another partition
+        self.letters: list[tuple[bytes | None, bytes, int]] = []
+        self.weight = 0
+        self.reassign = False
+        self.new_metric: list[float] = []
+
+    def profile(self, record: Any, event: Any) -> dict[str, Any] | None:
+        """The event's profile, or None (dead-lettered) when the key's row is not in this
+        partition (a producer with its own partitioner): co-partitioning is the contract."""
+        key = event.user_id.encode()
+        profile = self.profiles.get(key)
+        if profile is not None:
+            return profile
+        if key not in self.foreign and row_partition(key) == self.partition:
+            profile = users_table.data.get(key) or new_profile(event.user_id)
+            self.profiles[key] = profile
+            return profile
+        self.foreign.add(key)
+        self.letters.append(
+            letter(record, f"key's partition is {row_partition(key)}, not {self.partition}")
+        )
+        return None
+
+    def apply(self, record: Any) -> None:
         try:
             event = _parse(record)
         except Rejected as exc:
-            send_dead_letter(record, str(exc))
-            continue
-        key = event.user_id.encode()
-        profile = profiles.get(key)
-        if profile is None:
-            profile = rows.get(key) or new_profile(event.user_id)
-            profiles[key] = profile
-        if already_applied(profile, record.topic, record.offset):
-            continue
+            self.letters.append(letter(record, str(exc)))
+            return
+        profile = self.profile(record, event)
+        if profile is None or already_applied(
+            profile, record.topic, record.partition, record.offset
+        ):
+            return
         if record.topic == PAGE_TIMES:
             apply_page_time(profile, event)
             add_profile_weight(profile, settings.clustering_weight_page_time)
-            weight += settings.clustering_weight_page_time
+            self.weight += settings.clustering_weight_page_time
         else:
             value = getattr(event, settings.atypical_metric, None)
             if profile.get(settings.atypical_metric) is None and value is not None:
-                new_metric.append(value)
+                self.new_metric.append(value)
             apply_new_user(profile, event)
             add_profile_weight(profile, settings.clustering_weight_new_user)
-            weight += settings.clustering_weight_new_user
-        mark_applied(profile, record.topic, record.offset)
-    observe_metric(new_metric)
+            self.weight += settings.clustering_weight_new_user
+        mark_applied(profile, record.topic, record.partition, record.offset)
+
+    async def command(self, record: Any) -> None:
+        try:
+            command = parse_reassign(loads_object(record.value or b"", settings.max_payload_bytes))
+        except Rejected as exc:
+            self.letters.append(letter(record, f"bad user command: {exc}"))
+            return
+        if command.model != CLUSTERING:
+            self.letters.append(letter(record, f"unknown model {command.model[:40]!r}"))
+        elif await serving.wait_version(command.version):
+            self.reassign = True
+        else:
+            self.letters.append(
+                letter(record, f"model version {command.version} was never served here")
+            )
+
+
+async def _apply_records(partition: int, records: list[Any], touched: list[dict[str, Any]]) -> int:
+    """Apply one partition's records, write the changed rows; return the records' counter weight."""
+    batch = _Batch(partition)
+    for record in records:
+        if record.topic == USER_COMMANDS:
+            await batch.command(record)
+        else:
+            batch.apply(record)
+    observe_metric(batch.new_metric)
+    profiles = batch.profiles
     event_keys = set(profiles)
-    if reassign:  # every row of the partition, not only the ones the events touched
-        for key, profile in rows.items():
+    if batch.reassign:  # every row of the partition, not only the ones the events touched
+        for key, profile in users_table.data.items():
             if key not in profiles and row_partition(key) == partition:
                 profiles[key] = profile
     changed = assign(list(profiles.values()))
@@ -182,27 +219,15 @@ async def _apply_records(partition: int, records: list[Any], touched: list[dict[
         for key, profile in profiles.items()
         if key in event_keys or profile["user_id"] in changed_ids
     ]
-    # Assignments first, rows second: a crash in between repeats an assignment on replay, while
-    # the other order could store a row whose assignment was never published.
+    # Effects first (dead letters, assignments), rows second: a crash in between repeats an
+    # effect on replay, while the other order could store a row whose effect was never sent.
+    await send_letters(batch.letters)
     await batch_producer.send_keyed(
         ASSIGNMENTS, [(a["user_id"].encode(), json.dumps(a).encode()) for a in changed]
     )
     await write_rows(users_table, partition, written)
     touched.extend(profile for _, profile in written)
-    return weight
-
-
-def run_command(raw: bytes | None) -> bool:
-    """A command to every partition's owner; True when the partition's users must be re-assigned."""
-    try:
-        command = json.loads(raw or b"")
-        if command["action"] != "reassign":
-            return False
-        serving.load(command["model"])
-        return int(command["model"]["version"]) == serving.version
-    except (ValueError, KeyError, TypeError) as exc:
-        log.error("ignoring unreadable user command: %s", exc)
-        return False
+    return batch.weight
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,16 +332,16 @@ async def counters_agent(stream: faust.StreamT) -> None:
     async for event in stream.events():
         try:
             msg = loads_object(event.message.value or b"", settings.max_payload_bytes)
-            model, partition, total = str(msg["model"]), int(msg["partition"]), int(msg["total"])
-            extra = {str(k): int(v) for k, v in dict(msg.get("extra") or {}).items()}
-        except (Rejected, KeyError, TypeError, ValueError) as exc:
-            send_dead_letter(event.message, f"bad counter total: {exc}")
+            total = parse_counter_total(msg)
+        except Rejected as exc:
+            await send_dead_letter(event.message, f"bad counter total: {exc}")
             continue
-        state = stored_counter(model)
-        new = update_total(state, partition, total, threshold_of(model), extra)
-        counters_table[model.encode()] = state
+        state = stored_counter(total.model)
+        threshold = threshold_of(total.model)
+        new = update_total(state, total.partition, total.total, threshold, total.extra)
+        counters_table[total.model.encode()] = state
         if new:
-            await request_run(model, "counter", new)
+            await request_run(total.model, "counter", new)
 
 
 async def request_run(model: str, reason: str, requests: int = 1) -> None:
@@ -324,14 +349,8 @@ async def request_run(model: str, reason: str, requests: int = 1) -> None:
 
     `requests` counts the threshold crossings one increment made; the trainer coalesces them.
     """
-    request = {
-        "action": "run",
-        "model": model,
-        "reason": reason,
-        "requests": requests,
-        "ts": time.time(),
-    }
-    await control_topic.send(key=model.encode(), value=json.dumps(request).encode())
+    request = RunRequest(model=model, reason=reason, requests=requests, ts=time.time())
+    await control_topic.send(key=model.encode(), value=request.dumps())
 
 
 @app.page("/counters")
@@ -349,12 +368,34 @@ class CountersView(View):
 
 
 async def read_json_body(request: Request) -> dict[str, Any]:
-    """The body as a JSON object (application/json or the beacon's text/plain)."""
+    """The whole body as a JSON object (application/json or the beacon's text/plain), read to
+    its end: one read returns only what has arrived so far, and a body split over TCP segments
+    would be cut short."""
+    limit = settings.max_payload_bytes
     length = request.content_length
-    if length is not None and length > settings.max_payload_bytes:
-        raise Rejected(f"payload too large: {length} bytes > {settings.max_payload_bytes}")
-    body = await request.content.read(settings.max_payload_bytes + 1)
-    return loads_object(body, settings.max_payload_bytes)
+    if length is not None and length > limit:
+        raise Rejected(f"payload too large: {length} bytes > {limit}")
+    body = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise Rejected(f"payload too large: more than {limit} bytes")
+    return loads_object(bytes(body), limit)
+
+
+async def produce_acknowledged(topic: faust.TopicT, key: bytes, value: bytes) -> str | None:
+    """Produce one record and wait until the broker acknowledged it; None, or why it was not
+    within SMARTSTREAM_INGEST_TIMEOUT_SECONDS (then the caller answers 503: an acknowledgement
+    promises a durable record)."""
+    try:
+        async with asyncio.timeout(settings.ingest_timeout_seconds):
+            delivered = await topic.send(key=key, value=value, force=True)
+            await delivered
+    except TimeoutError:
+        return f"the broker did not acknowledge within {settings.ingest_timeout_seconds} s"
+    except KafkaError as exc:
+        return f"the broker refused the record: {type(exc).__name__}"
+    return None
 
 
 class _Ingest(View):
@@ -364,7 +405,9 @@ class _Ingest(View):
             topic, key, value = self.record(obj)
         except Rejected as exc:
             return self.json({"error": str(exc)}, status=400)
-        await topic.send(key=key.encode(), value=value)
+        failure = await produce_acknowledged(topic, key.encode(), value)
+        if failure is not None:
+            return self.json({"error": failure}, status=503)
         return self.bytes(b"", status=204)
 
     def record(self, obj: dict[str, Any]) -> tuple[faust.TopicT, str, bytes]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass
@@ -34,22 +35,27 @@ from streams.app import (
     app,
     batch_producer,
     models_ready,
-    models_topic,
     settings,
     write_rows,
 )
+from streams.deadletters import letter, send_letters
 from streams.metrics import (
     counter_state,
     counters_table,
     request_run,
     row_partition,
-    send_dead_letter,
     send_total,
 )
 from streams.monitoring import BATCH_SECONDS, CLASSIFY_SECONDS, EVENTS, MODEL_VERSION
-from streams.records import Rejected, loads_object, parse_comment, parse_comment_review
+from streams.records import (
+    Rejected,
+    loads_object,
+    parse_comment,
+    parse_comment_review,
+    parse_training_example,
+)
 from streams.serving import CLUSTERING
-from streams.trainer import in_helper_process, read_latest, register
+from streams.trainer import in_helper_process, publish_model, read_latest, register
 
 log = logging.getLogger(__name__)
 # The worker only predicts, on vectoriser output it made itself: scikit-learn's parameter and
@@ -85,10 +91,18 @@ class ServingFilter:
     def version(self) -> int:
         return self.model.version if self.model else 0
 
-    def load(self, document: dict[str, Any]) -> None:
-        if int(document["version"]) <= self.version:
-            return
-        self.model = SpamFilter.from_dict(document["model"])
+    def load(self, document: dict[str, Any]) -> bool:
+        """Hot-swap to `document` if it is newer and valid (SpamFilter.from_dict validates the
+        state and probes a prediction); True when it was. Raises on an invalid document."""
+        version = document.get("version")
+        if isinstance(version, bool) or not isinstance(version, int) or not 0 < version < 2**53:
+            raise Rejected(f"version must be a positive integer, got {str(version)[:40]}")
+        if version <= self.version:
+            return False
+        model = SpamFilter.from_dict(document["model"])
+        if model.version != version:
+            raise Rejected(f"model version {model.version} is not the document's {version}")
+        self.model = model
         record = {
             **self.model.inference_record(),
             "reason": document.get("reason"),
@@ -97,6 +111,7 @@ class ServingFilter:
         }
         self.previous, self.current = self.current, record
         MODEL_VERSION.labels(model=f"spam:{self.name}").set(self.version)
+        return True
 
 
 # The last comments this worker labelled, for the dashboard.
@@ -146,12 +161,12 @@ async def moderate(partition: int, records: list[Any]) -> None:
     rows: dict[bytes, dict[str, Any]] = {}
     originals: dict[bytes, dict[str, Any] | None] = {}
     fresh: list[tuple[dict[str, Any], Any]] = []
+    letters = []
     for msg in records:
         try:
-            obj = loads_object(msg.value or b"", settings.max_payload_bytes)
-            record = parse_comment(obj) if msg.topic == COMMENTS else parse_comment_review(obj)
+            record = _parse(msg, partition)
         except Rejected as exc:
-            send_dead_letter(msg, str(exc))
+            letters.append(letter(msg, str(exc)))
             continue
         key = record.comment_id.encode()
         if key not in rows:
@@ -159,25 +174,24 @@ async def moderate(partition: int, records: list[Any]) -> None:
             originals[key] = stored
             rows[key] = copy.deepcopy(stored) or {"comment_id": record.comment_id}
         row = rows[key]
-        if msg.topic == COMMENTS:
-            if row.get("offset", -1) >= msg.offset:
-                continue  # a replay: labelled already
-            if record.filter not in filters:
-                send_dead_letter(msg, f"unknown spam filter {record.filter!r}")
-                continue
-            row.update(
-                filter=record.filter,
-                text=record.text,
-                user_id=record.user_id,
-                offset=msg.offset,
-                ts=record.ts,
-            )
-            fresh.append((row, msg))
-        elif row.get("review_offset", -1) < msg.offset:
-            row.update(review=record.is_spam, reviewer=record.reviewer, review_offset=msg.offset)
+        if msg.topic == REVIEWS:
+            if row.get("review_offset", -1) < msg.offset:
+                row.update(review=record.is_spam, reviewer=record.reviewer)
+                row["review_offset"] = msg.offset
+            continue
+        if row.get("offset", -1) >= msg.offset:
+            continue  # a replay: labelled already
+        refusal = _refusal(row, record)
+        if refusal:
+            letters.append(letter(msg, refusal))
+            continue
+        row.update(filter=record.filter, text=record.text, user_id=record.user_id, ts=record.ts)
+        row["offset"] = msg.offset
+        fresh.append((row, msg))
     # Labels and training examples first, rows second: a crash in between labels the comment
     # again on replay (the same verdict, an idempotent repeat), while the other order could
     # store a row whose label or example was never published.
+    await send_letters(letters)
     await batch_producer.send_keyed(LABELS, classify(fresh))
     examples = []
     changed_filters = set()
@@ -204,6 +218,33 @@ async def moderate(partition: int, records: list[Any]) -> None:
     BATCH_SECONDS.labels(agent="moderation").observe(time.perf_counter() - start)
 
 
+def _parse(msg: Any, partition: int) -> Any:
+    """A comment or review, or :class:`Rejected`; keyed by its comment id, in the partition of
+    the id's row (co-partitioned with the comments table)."""
+    obj = loads_object(msg.value or b"", settings.max_payload_bytes)
+    record = parse_comment(obj) if msg.topic == COMMENTS else parse_comment_review(obj)
+    key = record.comment_id.encode()
+    if msg.key != key:
+        given = "null" if msg.key is None else repr(msg.key[:40])
+        raise Rejected(f"key {given} is not the comment_id {record.comment_id[:40]!r}")
+    if row_partition(key) != partition:
+        raise Rejected(f"key's partition is {row_partition(key)}, not {partition}")
+    return record
+
+
+def _refusal(row: dict[str, Any], comment: Any) -> str | None:
+    """Why a comment cannot take its id's row: first write wins, so a reviewed training
+    example (bound to the text its moderator judged) cannot be rewritten by whoever knows its
+    id. The same text again is a resubmission and is labelled anew."""
+    if comment.filter not in filters:
+        return f"unknown spam filter {comment.filter[:40]!r}"
+    if row.get("text") is not None and row["text"] != comment.text:
+        return "comment id already holds another text (first write wins)"
+    if row.get("filter") is not None and row["filter"] != comment.filter:
+        return f"comment id already belongs to filter {row['filter'][:40]!r}"
+    return None
+
+
 def classify(fresh: list[tuple[dict[str, Any], Any]]) -> list[tuple[bytes, bytes]]:
     """Label new comments (with their source records): one vectorised prediction per filter.
     Returns the `comment-labels` records (key, value)."""
@@ -220,6 +261,9 @@ def classify(fresh: list[tuple[dict[str, Any], Any]]) -> list[tuple[bytes, bytes
         else:
             predicted, calibrated = model.predict_with_scores([row["text"] for row, _ in items])
             labels, scores = predicted.tolist(), calibrated.tolist()
+            for i, score in enumerate(scores):  # no NaN can reach the topic (invalid JSON)
+                if not math.isfinite(score):
+                    labels[i] = scores[i] = None
         now = time.time()
         for (row, msg), label, score in zip(items, labels, scores, strict=True):
             row.update(label=label, score=score, model_version=serving.version)
@@ -230,7 +274,7 @@ def classify(fresh: list[tuple[dict[str, Any], Any]]) -> list[tuple[bytes, bytes
                 "filter": name,
                 "model_version": serving.version,
                 "ts": now,
-                "state": "labelled" if model else "unknown",
+                "state": "unknown" if score is None else "labelled",
             }
             latest_comments.appendleft(
                 {**value, "text": row["text"][:500], "user_id": row.get("user_id")}
@@ -285,17 +329,18 @@ def train_filter(
 
 async def training_data(name: str) -> tuple[list[str], list[bool], int, int]:
     """The filter's pretraining corpus plus its reviewed comments (reviews win on equal text)."""
-    pre = await read_latest(settings.topic(t.PRETRAINING), 1)
-    reviewed = await read_latest(settings.topic(t.TRAINING_EXAMPLES), 1)
+    parse = parse_training_example
+    pre = await read_latest(settings.topic(t.PRETRAINING), 1, parse)
+    reviewed = await read_latest(settings.topic(t.TRAINING_EXAMPLES), 1, parse)
     by_text: dict[str, bool] = {}
     n_pre = n_rev = 0
-    for value in pre.values():
-        if value.get("filter") == name:
-            by_text[value["text"]] = bool(value["is_spam"])
+    for example in pre.values():
+        if example.filter == name:
+            by_text[example.text] = example.is_spam
             n_pre += 1
-    for value in reviewed.values():
-        if value.get("filter") == name:
-            by_text[value["text"]] = bool(value["is_spam"])
+    for example in reviewed.values():
+        if example.filter == name:
+            by_text[example.text] = example.is_spam
             n_rev += 1
     return list(by_text), list(by_text.values()), n_pre, n_rev
 
@@ -317,7 +362,7 @@ def make_run(name: str) -> Any:
             "pretraining_size": n_pre,
             "reviewed_size": n_rev,
         }
-        await models_topic.send(key=f"spam:{name}".encode(), value=json.dumps(document).encode())
+        await publish_model(document)
         serving.load(document)
         cv = serving.current["cross_validation"] if serving.current else None
         log.warning(

@@ -47,6 +47,8 @@ class Settings:
     # Input validation.
     max_seconds: float = 86400.0
     max_payload_bytes: int = 65536
+    # HTTP ingestion answers 204 only once the broker acknowledged the record; 503 after this.
+    ingest_timeout_seconds: float = 5.0
     # Weighted counter of the clustering model (SPEC §3.2, §4): 0 threshold disables it.
     clustering_threshold: int = 1000
     clustering_weight_page_time: int = 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import multiprocessing
 import sys
@@ -27,9 +26,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics as t
-from streams.app import app, control_topic, models_ready, settings
-from streams.metrics import send_dead_letter
+from streams.app import app, control_topic, models_ready, models_topic, settings
+from streams.deadletters import letter, send_dead_letter, send_letters
 from streams.monitoring import MODEL_RUN_SECONDS, MODEL_RUNS
+from streams.records import Rejected, dumps_json, loads_object, parse_run_request
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +110,23 @@ def register(
 async def control_agent(stream: Any) -> None:
     async for event in stream.events():
         try:
-            request = json.loads(event.message.value)
-            trainer = trainers[str(request["model"])]
-        except (ValueError, KeyError, TypeError) as exc:
-            send_dead_letter(event.message, f"bad control request: {exc!r}")
+            obj = loads_object(event.message.value or b"", settings.max_payload_bytes)
+            request = parse_run_request(obj)
+            trainer = trainers.get(request.model)
+            if trainer is None:
+                raise Rejected(f"unknown model {request.model[:40]!r}")
+        except Rejected as exc:
+            await send_dead_letter(event.message, f"bad control request: {exc}")
             continue
-        trainer.request(str(request.get("reason", "request")))
+        trainer.request(request.reason)
+
+
+async def publish_model(document: dict[str, Any]) -> None:
+    """Produce a model document and wait until `models` acknowledged it: only then may the
+    trainer serve it and send commands that name its version."""
+    value = dumps_json(document, strict=True)
+    delivered = await models_topic.send(key=document["name"].encode(), value=value, force=True)
+    await delivered
 
 
 _pool: ProcessPoolExecutor | None = None
@@ -162,11 +173,28 @@ def group_less_consumer() -> AIOKafkaConsumer:
     )
 
 
-async def read_latest(topic: str, partitions: int) -> dict[bytes, Any]:
-    """The latest JSON value of every key of a (compacted) topic, read from the start to the end
-    offsets of all its partitions; deleted keys (tombstones) are left out."""
+# (topic, partition, offset) of the records this process dead-lettered already: the trainer and
+# the model follower read compacted topics again and again, a refused record is reported once.
+_refused: set[tuple[str, int, int]] = set()
+
+
+async def refuse(records: list[tuple[Any, str]]) -> None:
+    """Dead-letter records (with their reasons) read from a compacted topic, once per process."""
+    fresh = [(r, e) for r, e in records if (r.topic, r.partition, r.offset) not in _refused]
+    if fresh:
+        await send_letters([letter(r, e) for r, e in fresh])
+        _refused.update((r.topic, r.partition, r.offset) for r, _ in fresh)
+
+
+async def read_latest(
+    topic: str, partitions: int, parse: Callable[[dict[str, Any]], Any] | None = None
+) -> dict[bytes, Any]:
+    """The latest valid value of every key of a (compacted) topic, read from the start to the
+    end offsets of all its partitions, each JSON object passed through `parse`; deleted keys
+    (tombstones) are left out, refused records dead-lettered (and their keys left out)."""
     consumer = group_less_consumer()
     await consumer.start()
+    refused: list[tuple[Any, str]] = []
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
@@ -179,10 +207,23 @@ async def read_latest(topic: str, partitions: int) -> dict[bytes, Any]:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10000)
             for records in batches.values():
                 for r in records:
-                    latest[r.key] = None if r.value is None else json.loads(r.value)
+                    latest[r.key] = _parsed(r, parse, refused)
         return {k: v for k, v in latest.items() if v is not None}
     finally:
         await consumer.stop()
+        await refuse(refused)
+
+
+def _parsed(record: Any, parse: Callable[[dict[str, Any]], Any] | None, refused: list) -> Any:
+    """`parse` of the record's JSON object; None for a tombstone or a refused record."""
+    if record.value is None:
+        return None
+    try:
+        obj = loads_object(record.value, t.MODEL_MAX_BYTES)
+        return obj if parse is None else parse(obj)
+    except Rejected as exc:
+        refused.append((record, str(exc)))
+        return None
 
 
 @app.task
@@ -199,24 +240,36 @@ async def follow_models() -> None:
             if not models_ready.is_set() and await consumer.position(topic) >= end:
                 models_ready.set()
             batches = await consumer.getmany(timeout_ms=1000)
-            loaded = [load_model(r) for records in batches.values() for r in records]
+            refused: list[tuple[Any, str]] = []
+            loaded = [load_model(r, refused) for records in batches.values() for r in records]
+            await refuse(refused)
             if any(loaded):
                 settle_heap()
     finally:
         await consumer.stop()
 
 
-def load_model(record: Any) -> bool:
-    """Hand one `models` record to its loader; True when a model was loaded."""
-    loader = model_loaders.get((record.key or b"").decode())
-    if loader is None or record.value is None:
+def load_model(record: Any, refused: list[tuple[Any, str]]) -> bool:
+    """Hand one `models` record to its loader; True when a model was loaded. A document that
+    fails validation (or its probe prediction) is refused: the previous version keeps serving.
+    Whatever a document holds, no exception leaves here: workers re-read `models` from the
+    start, so one that escaped would crash every worker again at every restart."""
+    key = (record.key or b"").decode("utf-8", errors="replace")
+    loader = model_loaders.get(key)
+    if record.value is None:
+        return False
+    if loader is None:
+        refused.append((record, f"unknown model {key[:40]!r}"))
         return False
     try:
-        loader(json.loads(record.value))
-    except (ValueError, KeyError, TypeError) as exc:
-        log.error("ignoring unreadable model at offset %d: %s", record.offset, exc)
+        document = loads_object(record.value, t.MODEL_MAX_BYTES)
+        if document.get("name") != key:
+            raise Rejected(f"document name {str(document.get('name'))[:40]!r} is not its key")
+        return bool(loader(document))
+    except Exception as exc:  # the boundary: any failure refuses the document
+        log.error("refused the model document at offset %d: %r", record.offset, exc)
+        refused.append((record, f"invalid model document: {type(exc).__name__}: {exc}"[:500]))
         return False
-    return True
 
 
 def settle_heap() -> None:

@@ -61,6 +61,31 @@ def http(
         return status, raw.decode(errors="replace")
 
 
+def kafka_dir() -> Path:
+    """The directory of the broker scripts/test.sh started (tests that stop it need it)."""
+    path = os.environ.get("TEST_KAFKA_DIR")
+    if not path:
+        pytest.skip("the broker was not started by scripts/test.sh, so it cannot be stopped")
+    return Path(path)
+
+
+def stop_broker(directory: Path) -> None:
+    """Stop the test run's broker with SIGTERM (a clean shutdown) and wait until it is gone."""
+    pid = int((directory / "kafka.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 60, "the broker to stop")
+
+
+def start_broker(directory: Path, bootstrap: str) -> None:
+    """Start the stopped broker again on its data with .ci/kafka/start.sh."""
+    script = ROOT / ".ci" / "kafka" / "start.sh"
+    port = bootstrap.rsplit(":", 1)[1]
+    out = subprocess.run(
+        ["bash", str(script), str(directory), port], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 @pytest.fixture(scope="session")
 def broker() -> str:
     bootstrap = os.environ.get("SMARTSTREAM_KAFKA_BOOTSTRAP")

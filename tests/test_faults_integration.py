@@ -20,7 +20,7 @@ import pytest
 
 from streams.profiles import AVG_FIELDS, VISIT_FIELDS
 from tests import streamdata
-from tests.conftest import Stack, Worker, wait_for
+from tests.conftest import Stack, Worker, start_broker, stop_broker, wait_for
 
 pytestmark = pytest.mark.integration
 KILLS = 3
@@ -140,16 +140,9 @@ def test_two_workers_one_killed_the_other_takes_over(stack: Stack) -> None:
 def restart_broker(kafka_dir: Path, bootstrap: str) -> float:
     """Stop the test run's broker (SIGTERM, a clean shutdown) and start it again on its data with
     .ci/kafka/start.sh; returns the seconds it was away."""
-    pid = int((kafka_dir / "kafka.pid").read_text())
     start = time.monotonic()
-    os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 60, "the broker to stop")
-    script = Path(__file__).resolve().parents[1] / ".ci" / "kafka" / "start.sh"
-    port = bootstrap.rsplit(":", 1)[1]
-    out = subprocess.run(
-        ["bash", str(script), str(kafka_dir), port], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
+    stop_broker(kafka_dir)
+    start_broker(kafka_dir, bootstrap)
     return time.monotonic() - start
 
 

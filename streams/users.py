@@ -94,10 +94,20 @@ class RedisMirror:
                 return False
 
     async def get_user(self, user_id: str) -> dict[str, Any] | None:
+        """The mirrored record; None when absent or unreadable (a corrupted value is logged,
+        never raised to the caller)."""
         if self.client is None:
             return None
-        raw = await self.client.get(self.user_key(user_id))
-        return None if raw is None else json.loads(raw)
+        key = self.user_key(user_id)
+        raw = await self.client.get(key)
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            log.error("unreadable Redis value at %s: %s", key, exc)
+            return None
+        return value if isinstance(value, dict) else None
 
 
 mirror = RedisMirror(settings.redis_url, settings.redis_prefix)

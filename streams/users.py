@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Set
 from typing import Any
 
 import redis.asyncio as aioredis
+from faust.types import TP
 from faust.web import Request, Response, View
+from kafka.partitioner.default import murmur2
+from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
+from streams import topics as t
 from streams.app import app, settings
 from streams.profiles import public_view
 from streams.records import dumps_json
@@ -31,22 +35,55 @@ users_table = app.Table(
     help="Per-user profile: running averages and visits overall and per page type A..J.",
 )
 
+# The user-keyed topics: a partition of theirs is the partition of its users' rows.
+USER_TOPICS = frozenset({settings.topic(t.PAGE_TIMES), settings.topic(t.NEW_USERS)})
+RESYNC_SLICE = 2_000
+
+# (partition, profile) rows of the users table; see owned_rows.
+Rows = list[tuple[int, dict[str, Any]]]
+# Called with the partitions to walk (None: all this worker owns); yields slices of rows.
+ResyncSource = Callable[[Set[int] | None], AsyncIterator[Rows]]
+# A pending value and the partition it belongs to (None: not a user's, always written).
+Entry = tuple[int | None, bytes]
+
 
 class RedisMirror:
-    """Writes the latest value of each key to Redis in pipelined batches.
+    """Writes the latest value of each key to Redis, in pipelined chunks, in the background.
 
-    When Redis is down, the latest values wait in memory (one entry per key, so the backlog is
-    bounded by the number of keys) and are written when it answers again: processing never waits.
+    Processing never waits for Redis. When it does not answer, the latest values wait (one entry
+    per key) up to `max_pending` keys; beyond that the users' values are dropped and, once Redis
+    answers again, every row this worker owns is re-read from the table (`resync_source`), so
+    memory stays bounded and Redis still ends with the latest values. Values of partitions this
+    worker lost are never written: the partition's new owner writes newer ones.
     """
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        max_pending: int = 200_000,
+        chunk_size: int = 1_000,
+        resync_source: ResyncSource | None = None,
+    ) -> None:
         self.prefix = prefix
         self.client = (
             aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
         )
-        self.pending: dict[str, bytes] = {}
+        self.max_pending = max_pending
+        self.chunk_size = chunk_size
+        self.resync_source = resync_source
+        self.pending: dict[str, Entry] = {}
         self.written = 0
         self.failures = 0
+        self.resyncs = 0
+        self.dropped = 0
+        self._revoked: set[int] = set()  # revoked and not assigned again: never written
+        self._assigned: set[int] = set()
+        self._lost: set[int] = set()  # partitions whose values were dropped unwritten
+        self._resync_all = False
+        self._resync_parts: set[int] = set()
+        self._resyncing = False
         self._lock = asyncio.Lock()
         self._task: asyncio.Future | None = None
 
@@ -54,44 +91,173 @@ class RedisMirror:
     def enabled(self) -> bool:
         return self.client is not None
 
+    @property
+    def resync_due(self) -> bool:
+        return self._resync_all or bool(self._resync_parts)
+
     def user_key(self, user_id: str) -> str:
         return f"{self.prefix}user:{user_id}"
 
-    def stage_users(self, profiles: Iterable[dict[str, Any]]) -> None:
+    def owns(self, partition: int | None) -> bool:
+        return partition is None or partition not in self._revoked
+
+    def stage_users(self, profiles: Iterable[dict[str, Any]], partition: int | None = None) -> None:
+        """Stage the users' records; `partition` (their rows' partition) guards against writing
+        them after the partition moved to another worker."""
         if self.client is None:
             return
-        for p in profiles:
-            self.pending[self.user_key(p["user_id"])] = dumps_json(public_view(p))
+        if partition is not None and partition in self._revoked:
+            self._lost.add(partition)  # resynced if the partition comes back
+            self.dropped += sum(1 for _ in profiles)
+            return
+        if self._resync_all or partition in self._resync_parts:
+            self.dropped += sum(1 for _ in profiles)  # the resync reads them from the table
+            return
+        self._put_rows((partition, p) for p in profiles)
+        if len(self.pending) > self.max_pending:
+            self._overflow()
 
     def stage(self, key: str, value: Any) -> None:
+        """Stage a value of no partition (a model's): always written."""
         if self.client is not None:
-            self.pending[f"{self.prefix}{key}"] = json.dumps(value).encode()
+            self.pending[f"{self.prefix}{key}"] = (None, json.dumps(value).encode())
+
+    def _put_rows(self, rows: Iterable[tuple[int | None, dict[str, Any]]]) -> None:
+        pending = self.pending
+        for partition, profile in rows:
+            value = dumps_json(public_view(profile))
+            pending[self.user_key(profile["user_id"])] = (partition, value)
+
+    def _overflow(self) -> None:
+        """Drop the users' pending values: the table holds them, and a resync re-reads it."""
+        users = self.user_key("")
+        dropped = [key for key in self.pending if key.startswith(users)]
+        for key in dropped:
+            del self.pending[key]
+        self.dropped += len(dropped)
+        if self.resync_source is not None:
+            self._resync_all, self._resync_parts = True, set()
+        log.error(
+            "Redis backlog over %d keys: %d users' values dropped, %s",
+            self.max_pending,
+            len(dropped),
+            "resync from the table when Redis answers" if self.resync_source else "no resync",
+        )
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Stop writing these partitions' values: another worker may own them now and write
+        newer ones, which a late write here would overwrite."""
+        revoked = set(partitions)
+        if not revoked:
+            return
+        self._revoked |= revoked
+        if self._resyncing:  # the running walk skips them from now on
+            self._lost |= revoked
+        self._lost |= self._resync_parts & revoked  # due: resynced if they come back
+        self._resync_parts -= revoked
+        gone = [(key, p) for key, (p, _) in self.pending.items() if p is not None and p in revoked]
+        for key, partition in gone:
+            del self.pending[key]
+            self._lost.add(partition)
+        self.dropped += len(gone)
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """This worker owns `partitions` (their table rows recovered). Resync those it did not
+        own before (their previous owner may have dropped unwritten values) and those whose
+        values it dropped itself."""
+        assigned = set(partitions)
+        due = (assigned - self._assigned) | (assigned & self._lost)
+        self._revoked = (self._revoked | self._assigned) - assigned
+        self._assigned, self._lost = assigned, set()
+        if due and self.resync_source is not None and not self._resync_all:
+            self._resync_parts |= due
 
     def flush_soon(self) -> None:
         """Start a flush in the background unless one is running: a slow or frozen Redis never
         holds up the stream (what fails stays pending for the next flush)."""
-        if self.client is not None and self.pending and (self._task is None or self._task.done()):
+        idle = self._task is None or self._task.done()
+        if self.client is not None and (self.pending or self.resync_due) and idle:
             self._task = asyncio.ensure_future(self.flush())
 
     async def flush(self) -> bool:
-        """Write what is pending; keep it for the next flush if Redis does not answer."""
-        if self.client is None or not self.pending:
+        """Resync if due, then write what is pending; what fails stays for the next flush."""
+        if self.client is None or not (self.pending or self.resync_due):
             return True
         async with self._lock:
-            batch, self.pending = self.pending, {}
             try:
-                pipe = self.client.pipeline(transaction=False)
-                for key, value in batch.items():
-                    pipe.set(key, value)
-                await pipe.execute()
-                self.written += len(batch)
+                if self.resync_due:
+                    await self._resync()
+                await self._drain()
                 return True
             except (RedisError, OSError) as exc:
                 self.failures += 1
-                # Newer values staged meanwhile win over the batch that failed.
-                self.pending = {**batch, **self.pending}
                 log.warning("Redis unavailable (%s); %d keys wait", exc, len(self.pending))
                 return False
+            except Exception:  # the mirror must not stop the worker: log, retry next flush
+                self.failures += 1
+                log.exception("Redis mirror flush failed; %d keys wait", len(self.pending))
+                return False
+
+    async def _drain(self) -> None:
+        """Write the pending values in chunks, one round trip each: any backlog drains under the
+        socket timeout, and the event loop runs between chunks. Raises on the first failure;
+        the chunks written are not redone."""
+        keys = list(self.pending)
+        for start in range(0, len(keys), self.chunk_size):
+            chunk = self._take(keys[start : start + self.chunk_size])
+            if chunk:
+                await self._write(chunk)
+
+    def _take(self, keys: list[str]) -> list[tuple[str, Entry]]:
+        """The current entries of `keys`, checked for ownership right before their write."""
+        chunk = []
+        for key in keys:
+            entry = self.pending.get(key)
+            if entry is None:
+                continue
+            partition = entry[0]
+            if partition is None or partition not in self._revoked:
+                chunk.append((key, entry))
+            else:  # defensive: revoke() already dropped the partition's pending values
+                del self.pending[key]
+                self._lost.add(partition)
+                self.dropped += 1
+        return chunk
+
+    async def _write(self, chunk: list[tuple[str, Entry]]) -> None:
+        assert self.client is not None
+        pipe = self.client.pipeline(transaction=False)
+        for key, (_, value) in chunk:
+            pipe.set(key, value)
+        await pipe.execute()
+        for key, entry in chunk:
+            if self.pending.get(key) is entry:  # else a newer value was staged meanwhile
+                del self.pending[key]
+        self.written += len(chunk)
+
+    async def _resync(self) -> None:
+        """Re-stage the table's rows of the due partitions, slice by slice, writing as it goes
+        (the backlog stays small); due again if Redis fails before the end."""
+        assert self.client is not None and self.resync_source is not None
+        await self.client.ping()  # only once Redis answers
+        partitions = None if self._resync_all else frozenset(self._resync_parts)
+        self._resync_all, self._resync_parts = False, set()
+        self._resyncing = True
+        try:
+            async for rows in self.resync_source(partitions):
+                self._put_rows((p, row) for p, row in rows if self.owns(p))
+                await self._drain()
+        except BaseException:
+            if partitions is None:
+                self._resync_all = True
+            else:
+                self._resync_parts |= partitions - self._revoked
+            raise
+        finally:
+            self._resyncing = False
+        self.resyncs += 1
+        done = "all" if partitions is None else sorted(partitions)
+        log.warning("Redis resync done: partitions %s", done)
 
     async def get_user(self, user_id: str) -> dict[str, Any] | None:
         """The mirrored record; None when absent or unreadable (a corrupted value is logged,
@@ -110,12 +276,56 @@ class RedisMirror:
         return value if isinstance(value, dict) else None
 
 
-mirror = RedisMirror(settings.redis_url, settings.redis_prefix)
+def row_partition(key: bytes) -> int:
+    """The partition of a user's row: the producers' default (murmur2) partitioner on the key,
+    as streams.metrics.row_partition (which imports this module, so it is not imported here)."""
+    return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+
+
+def assigned_user_partitions() -> set[int]:
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in USER_TOPICS}
+
+
+async def owned_rows(partitions: Set[int] | None = None) -> AsyncIterator[Rows]:
+    """The resync source: the users table's rows of this worker's partitions (of `partitions`
+    only, if given), in slices with the event loop run between them so the stream never stalls.
+    Ownership is re-read per slice: a rebalance during the walk stops the partitions it takes."""
+    store = users_table.data
+    keys = list(store.keys())  # a snapshot: the stream adds rows during the walk
+    for start in range(0, len(keys), RESYNC_SLICE):
+        owned = assigned_user_partitions()
+        if partitions is not None:
+            owned &= partitions
+        rows: Rows = []
+        for key in keys[start : start + RESYNC_SLICE]:
+            partition = row_partition(key)
+            profile = store.get(key) if partition in owned else None
+            if profile is not None:
+                rows.append((partition, profile))
+        yield rows
+        await asyncio.sleep(0)
+
+
+mirror = RedisMirror(settings.redis_url, settings.redis_prefix, resync_source=owned_rows)
+REDIS_BACKLOG = Gauge("smartstream_redis_backlog", "Values waiting to be written to Redis")
+REDIS_BACKLOG.set_function(lambda: len(mirror.pending))
+
+
+@app.on_partitions_revoked.connect
+async def drop_revoked_partitions(sender: object, revoked: Set[TP], **kwargs: object) -> None:
+    """Drop the unwritten values of the user partitions this worker loses (see revoke)."""
+    mirror.revoke(tp.partition for tp in revoked if tp.topic in USER_TOPICS)
+
+
+@users_table.on_recover
+async def resync_assigned_partitions() -> None:
+    """After each rebalance's recovery (the table is current): own the assigned partitions."""
+    mirror.assign(assigned_user_partitions())
 
 
 @app.timer(interval=1.0)
 async def flush_mirror() -> None:
-    """Retry the Redis backlog even when no events arrive."""
+    """Retry the Redis backlog (and a due resync) even when no events arrive."""
     await mirror.flush()
 
 

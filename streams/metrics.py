@@ -22,7 +22,6 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
-from kafka.partitioner.default import murmur2
 
 from streams import topics as t
 from streams.app import (
@@ -58,7 +57,7 @@ from streams.records import (
     parse_reassign,
 )
 from streams.serving import assign, observe_metric, serving
-from streams.users import mirror, users_table
+from streams.users import mirror, row_partition, users_table
 
 log = logging.getLogger(__name__)
 
@@ -242,11 +241,6 @@ partition_totals: dict[int, int] = defaultdict(int)
 
 def add_profile_weight(profile: dict[str, Any], weight: int) -> None:
     profile["weight"] = profile.get("weight", 0) + weight
-
-
-def row_partition(key: bytes) -> int:
-    """The partition of a user's row: the producers' default (murmur2) partitioner on the key."""
-    return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
 
 
 def send_total(model: str, partition: int, total: int, extra: dict[str, int] | None = None) -> None:

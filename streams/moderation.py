@@ -43,7 +43,6 @@ from streams.metrics import (
     counter_state,
     counters_table,
     request_run,
-    row_partition,
     send_total,
 )
 from streams.monitoring import BATCH_SECONDS, CLASSIFY_SECONDS, EVENTS, MODEL_VERSION
@@ -56,6 +55,7 @@ from streams.records import (
 )
 from streams.serving import CLUSTERING
 from streams.trainer import in_helper_process, publish_model, read_latest, register
+from streams.users import row_partition
 
 log = logging.getLogger(__name__)
 # The worker only predicts, on vectoriser output it made itself: scikit-learn's parameter and

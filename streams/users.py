@@ -277,8 +277,8 @@ class RedisMirror:
 
 
 def row_partition(key: bytes) -> int:
-    """The partition of a user's row: the producers' default (murmur2) partitioner on the key,
-    as streams.metrics.row_partition (which imports this module, so it is not imported here)."""
+    """The partition of a key's row (users and comments alike): the producers' default
+    (murmur2) partitioner, as Faust and kafka-python use it."""
     return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
 
 

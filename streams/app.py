@@ -58,6 +58,10 @@ def make_app(s: Settings) -> App:
         table_standby_replicas=0,
         autodiscover=False,
         web_cors_options=None,
+        # Faust's own /router/ (hosts, partition assignment) and /table/ (raw rows) views have no
+        # credential check: off whenever credentials are configured.
+        web_router_enabled=not s.credentials_configured,
+        web_tables_enabled=not s.credentials_configured,
         **extra,
     )
 

@@ -23,6 +23,7 @@ from faust.web import Request, Response, View
 from models.mixture import BayesianGaussianMixture
 from models.normal import NormalPopulation
 from streams.app import app, settings, user_commands_topic
+from streams.auth import Role, requires
 from streams.metrics import counter_state, request_run
 from streams.records import Reassign, Rejected
 from streams.serving import CLUSTERING, FEATURES, features_of, serving
@@ -193,6 +194,7 @@ def _summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
 
 @app.page("/clusters")
 class ClustersView(View):
+    @requires(Role.SERVER)
     async def get(self, request: Request) -> Response:
         return self.json(
             {**clusters_view(), "trainer": trainer.state(), "counter": counter_state(CLUSTERING)}

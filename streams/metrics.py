@@ -36,7 +36,7 @@ from streams.app import (
     settings,
     write_rows,
 )
-from streams.auth import token_required
+from streams.auth import Role, json_body, requires
 from streams.deadletters import letter, send_dead_letter, send_letters
 from streams.monitoring import BATCH_SECONDS, EVENTS, LAST_EVENT
 from streams.profiles import (
@@ -351,6 +351,7 @@ async def request_run(model: str, reason: str, requests: int = 1) -> None:
 class CountersView(View):
     """Every model's counter, from the worker that owns the counters' single partition."""
 
+    @requires(Role.SERVER)
     @app.table_route(table=counters_table, exact_key=CLUSTERING)
     async def get(self, request: Request) -> Response:
         models = {key.decode() for key in counters_table} | {CLUSTERING}
@@ -407,13 +408,15 @@ class _Ingest(View):
     def record(self, obj: dict[str, Any]) -> tuple[faust.TopicT, str, bytes]:
         raise NotImplementedError
 
-    @token_required
-    async def post(self, request: Request) -> Response:
-        return await self._produce(request)
-
 
 @app.page("/events/page-time")
 class PageTimeIngest(_Ingest):
+    """The beacon's route: text/plain bodies allowed (navigator.sendBeacon), public key."""
+
+    @requires(Role.INGEST)
+    async def post(self, request: Request) -> Response:
+        return await self._produce(request)
+
     def record(self, obj: dict[str, Any]) -> tuple[faust.TopicT, str, bytes]:
         event = parse_page_time(obj, settings.max_seconds)
         if event.event_id is None or event.ts is None:
@@ -429,6 +432,11 @@ class PageTimeIngest(_Ingest):
 
 @app.page("/events/new-user")
 class NewUserIngest(_Ingest):
+    @requires(Role.INGEST)
+    @json_body
+    async def post(self, request: Request) -> Response:
+        return await self._produce(request)
+
     def record(self, obj: dict[str, Any]) -> tuple[faust.TopicT, str, bytes]:
         event = parse_new_user(obj)
         return new_users_topic, event.user_id, event.dumps()
@@ -436,6 +444,11 @@ class NewUserIngest(_Ingest):
 
 @app.page("/comments")
 class CommentIngest(_Ingest):
+    @requires(Role.SERVER)
+    @json_body
+    async def post(self, request: Request) -> Response:
+        return await self._produce(request)
+
     def record(self, obj: dict[str, Any]) -> tuple[faust.TopicT, str, bytes]:
         comment = parse_comment(obj)
         return comments_topic, comment.comment_id, comment.dumps()

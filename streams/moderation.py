@@ -38,6 +38,7 @@ from streams.app import (
     settings,
     write_rows,
 )
+from streams.auth import Role, requires
 from streams.deadletters import letter, send_letters
 from streams.metrics import (
     counter_state,
@@ -399,6 +400,7 @@ class SpamFilterView(View):
     served by the owner of the counters so the figures are complete."""
 
     # The counters table has one partition: any of its keys routes to its owner.
+    @requires(Role.SERVER)
     @app.table_route(table=counters_table, exact_key=CLUSTERING)
     async def get(self, request: Request, name: str) -> Response:
         serving = filters.get(name)
@@ -424,6 +426,7 @@ class SpamFilterView(View):
 class CommentView(View):
     """A comment's row (label, score, version, review), from the worker owning its partition."""
 
+    @requires(Role.SERVER)
     @app.table_route(table=comments_table, match_info="comment_id")
     async def get(self, request: Request, comment_id: str) -> Response:
         row = comments_table.get(comment_id.encode())

@@ -7,7 +7,8 @@ import time
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from streams.app import app
+from streams.app import app, settings
+from streams.auth import Role, configured, granted
 
 EVENTS = Counter("smartstream_events_total", "Records consumed by the agents", ["topic"])
 DEAD_LETTERS = Counter(
@@ -98,6 +99,8 @@ def counter_values(counter: Counter) -> dict[str, float]:
 @app.page("/metrics")
 class MetricsView(View):
     async def get(self, request: Request) -> Response:
+        if settings.metrics_require_token and configured() and granted(request) != Role.ADMIN:
+            return self.json({"error": "GET /metrics needs the admin token"}, status=401)
         if is_ready():
             for topic, lag in consumer_lag().items():
                 CONSUMER_LAG.labels(topic=topic).set(lag)

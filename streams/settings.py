@@ -64,8 +64,13 @@ class Settings:
     spam_filters: str = "comments:example"
     moderation_review_threshold: int = 5
     moderation_cron: str = ""
-    # Bearer token required on write routes and the dashboard when set.
+    # Credentials by role (streams.auth): the server token, the admin token, and the public
+    # ingest key that page source may carry (beacons and new users only).
     api_token: str = ""
+    admin_token: str = ""
+    public_ingest_key: str = ""
+    # GET /metrics requires the admin token (Prometheus sends it as a bearer token) when true.
+    metrics_require_token: bool = False
     log_level: str = "info"  # faust levels: crit, error, warn, info, debug
 
     @classmethod
@@ -94,6 +99,11 @@ class Settings:
             if name:
                 out[name] = preset or "example"
         return out
+
+    @property
+    def credentials_configured(self) -> bool:
+        """Any credential set: then every route but /health needs one (streams.auth)."""
+        return bool(self.api_token or self.admin_token or self.public_ingest_key)
 
     @property
     def bootstrap_servers(self) -> list[str]:

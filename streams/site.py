@@ -10,6 +10,7 @@ from pathlib import Path
 from faust.web import Request, Response, View
 
 from streams.app import app
+from streams.auth import Role, html_response, requires
 from streams.metrics import recent_users
 from streams.moderation import filters, latest_comments
 
@@ -22,7 +23,7 @@ class SitePage(View):
     """The page is static: it reads its type and user from the address and fills itself in."""
 
     async def get(self, request: Request, page_type: str, user_id: str) -> Response:
-        return self.bytes(PAGE, content_type="text/html")
+        return html_response(self, PAGE)
 
 
 @app.page("/pages")
@@ -34,6 +35,9 @@ class SiteIndex(View):
 
 @app.page("/site/data")
 class SiteData(View):
+    """Latest comments and user ids: what the dashboard's data guards, so the admin role."""
+
+    @requires(Role.ADMIN)
     async def get(self, request: Request) -> Response:
         serving = filters.get(DEFAULT_FILTER)
         info = None

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from streams import topics as t
 from streams.app import app, settings
+from streams.auth import Role, requires
 from streams.profiles import public_view
 from streams.records import dumps_json
 
@@ -333,6 +334,7 @@ async def flush_mirror() -> None:
 class UserView(View):
     """The user's record, from the worker that owns the user's partition (faust routes it)."""
 
+    @requires(Role.SERVER)
     @app.table_route(table=users_table, match_info="user_id")
     async def get(self, request: Request, user_id: str) -> Response:
         profile = users_table.get(user_id.encode())

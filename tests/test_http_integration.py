@@ -64,6 +64,9 @@ def test_page_time_beacon_new_user_and_comment_routes(stack: Stack) -> None:
 
 
 def test_bearer_token_guards_writes_and_dashboard(stack: Stack) -> None:
+    """The server token alone (SMARTSTREAM_API_TOKEN, no admin token, no public key) guards
+    every write and read, in the Authorization header only; without an admin token it holds
+    the admin role (the dashboard's data)."""
     stack.env["SMARTSTREAM_API_TOKEN"] = "s3cret"
     worker = stack.start_worker()
     body = b'{"user_id": "9", "page_type": "A", "seconds": 3}'
@@ -74,27 +77,26 @@ def test_bearer_token_guards_writes_and_dashboard(stack: Stack) -> None:
         body,
         {"Content-Type": "application/json", "Authorization": "Bearer wrong"},
     )
-    assert status == 401 and "token" in answer["error"]
-    status, _ = http(
-        "POST",
-        worker.url + "/events/page-time",
-        body,
-        {"Content-Type": "application/json", "Authorization": "Bearer s3cret"},
-    )
+    assert status == 401 and "credential" in answer["error"]
+    bearer = {"Authorization": "Bearer s3cret"}
+    json_type = {"Content-Type": "application/json"}
+    status, _ = http("POST", worker.url + "/events/page-time", body, {**json_type, **bearer})
     assert status == 204
     beacon = b'{"metric": "time_spent", "user_id": 9, "page_type": "B", "time_spent": 5}'
     status, _ = http(
-        "POST",
-        worker.url + "/events/page-time?token=s3cret",
-        beacon,
-        {"Content-Type": "text/plain"},
+        "POST", worker.url + "/events/page-time", beacon, {"Content-Type": "text/plain", **bearer}
     )
     assert status == 204
-    assert worker.get("/dashboard")[0] == 401
-    assert http("GET", worker.url + "/dashboard?token=s3cret")[0] == 200
-    assert worker.get("/health")[0] == 200  # reads stay open
+    # Tokens travel only in headers: the old ?token= opens nothing.
+    assert http("POST", worker.url + "/events/page-time?token=s3cret", beacon)[0] == 401
+    assert worker.get("/dashboard/data")[0] == 401
+    assert http("GET", worker.url + "/dashboard/data", headers=bearer)[0] == 200
+    assert worker.get("/health")[0] == 200  # health stays open
+    assert worker.get("/users/9")[0] == 401  # personal data does not
     user = wait_for(
-        lambda: (r := worker.get("/users/9"))[0] == 200 and r[1]["visits_pages"] == 2 and r[1],
+        lambda: (r := http("GET", worker.url + "/users/9", headers=bearer))[0] == 200
+        and r[1]["visits_pages"] == 2
+        and r[1],
         60,
         "the two authorised events",
     )

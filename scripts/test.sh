@@ -35,6 +35,20 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null \
     || echo "== chromium could not be installed: the browser tests will skip"
 fi
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "== installing promtool (Debian package prometheus) for the alert-rule tests"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || echo "== prometheus could not be installed: the promtool tests will skip"
+  # Its postinst starts the prometheus daemon unless a policy-rc.d forbids it: only promtool is
+  # wanted, so stop the daemon (its init script stops only the pid it started) and disable it.
+  if [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/prometheus ]; then
+    $SUDO /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    $SUDO update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+fi
 export TEST_ARTIFACTS="$run/artifacts"
 redis_port=$(free_port)
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --daemonize no \

@@ -37,11 +37,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.topics import ensure_topics
 
     settings = Settings.from_env()
+    if settings.log_format not in ("text", "json"):
+        print(f"SMARTSTREAM_LOG_FORMAT: text or json, not {settings.log_format!r}", file=sys.stderr)
+        return 2
+    if settings.log_format == "json":
+        from streams.monitoring import use_json_logs
+
+        use_json_logs(settings.log_level)
     created = ensure_topics(settings)
     if created:
-        print(f"created topics: {', '.join(created)}", flush=True)
+        log.info("created topics: %s", ", ".join(created))
     app = load_worker_modules()
     sys.argv = ["smartstream", "worker", "-l", settings.log_level]
+    if settings.log_format == "json":
+        sys.argv.insert(1, "--quiet")  # Faust's banner and "OK" line are not log records
     # aiokafka builds a debug record per fetch and per send otherwise (a tenth of a busy worker's
     # CPU, measured with py-spy); its warnings and errors still show.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)

@@ -1,11 +1,28 @@
-"""Operators' instruments: Prometheus metrics, GET /metrics and GET /health."""
+"""Operators' instruments: Prometheus metrics, GET /metrics, GET /health, the event-loop lag
+probe and JSON logs."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import logging.config
 import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
 
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from mode.utils.logging import level_number
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from streams.app import app, settings
 from streams.auth import Role, configured, granted
@@ -105,3 +122,108 @@ class MetricsView(View):
             for topic, lag in consumer_lag().items():
                 CONSUMER_LAG.labels(topic=topic).set(lag)
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+class LoopLagProbe:
+    """How late the event loop runs a wake-up scheduled every `interval` seconds. Whatever holds
+    the loop (a long batch, a blocking call) delays every task, HTTP answer and heartbeat by as
+    much, and nothing else measures it. The gauge reports the worst lateness of the last
+    `window` seconds, so a scrape at least that often misses no stall; the histogram keeps every
+    measurement for quantiles."""
+
+    def __init__(
+        self, interval: float = 0.1, window: float = 15.0, registry: CollectorRegistry = REGISTRY
+    ) -> None:
+        self.interval = interval
+        self.window = window
+        self.samples: deque[tuple[float, float]] = deque()  # (loop time, lag), oldest first
+        self.gauge = Gauge(
+            "smartstream_event_loop_lag_seconds",
+            f"Worst lateness of the event loop over the last {window:g} s",
+            registry=registry,
+        )
+        self.gauge.set_function(self.worst)
+        self.histogram = Histogram(
+            "smartstream_event_loop_delay_seconds",
+            f"Lateness of each event-loop probe (one every {interval:g} s)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+
+    def record(self, lag: float, now: float) -> None:
+        self.samples.append((now, lag))
+        self.histogram.observe(lag)
+        self._expire(now)
+
+    def worst(self) -> float:
+        """The largest lag measured within the window (0 when none)."""
+        self._expire(time.monotonic())  # asyncio's loop.time() is time.monotonic()
+        return max((lag for _, lag in self.samples), default=0.0)
+
+    def _expire(self, now: float) -> None:
+        while self.samples and self.samples[0][0] < now - self.window:
+            self.samples.popleft()
+
+    async def run(self) -> None:
+        """Wake up every `interval` seconds and record how late each wake-up came; forever."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.interval
+            await asyncio.sleep(self.interval)
+            now = loop.time()
+            self.record(max(0.0, now - due), now)
+
+
+LOOP_LAG = LoopLagProbe()
+
+
+@app.task
+async def _probe_event_loop() -> None:
+    await LOOP_LAG.run()
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per record, on one line: log shippers parse it without a grok pattern,
+    and a message's own newlines (tracebacks, comment texts) cannot split a record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit the format string
+            message = f"{record.msg!s} {record.args!r}"
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str)
+
+
+def json_logging_config(level: str) -> dict[str, Any]:
+    """A logging.config.dictConfig for JSON lines on stdout at a Faust level name."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,  # the modules' loggers exist already
+        "formatters": {"json": {"()": JsonLogFormatter}},
+        "handlers": {
+            "json": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "root": {"level": level_number(level), "handlers": ["json"]},
+    }
+
+
+def use_json_logs(level: str) -> None:
+    """Log JSON lines from now on, and after Faust's worker configures logging at its start (it
+    applies app.conf.logging_config instead of its coloured text handler)."""
+    logging.config.dictConfig(json_logging_config(level))
+    logging.captureWarnings(True)  # warnings become records instead of text on stderr
+    app.conf.logging_config = json_logging_config(level)  # dictConfig consumes its argument

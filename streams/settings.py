@@ -72,6 +72,8 @@ class Settings:
     # GET /metrics requires the admin token (Prometheus sends it as a bearer token) when true.
     metrics_require_token: bool = False
     log_level: str = "info"  # faust levels: crit, error, warn, info, debug
+    # The worker's log lines: `text` for people, `json` (one object per line) for log shippers.
+    log_format: str = "text"
 
     @classmethod
     def env_names(cls) -> set[str]:

@@ -56,7 +56,7 @@ from streams.records import (
 )
 from streams.serving import CLUSTERING
 from streams.trainer import in_helper_process, publish_model, read_latest, register
-from streams.users import row_partition
+from streams.users import mirror, row_partition
 
 log = logging.getLogger(__name__)
 # The worker only predicts, on vectoriser output it made itself: scikit-learn's parameter and
@@ -193,7 +193,9 @@ async def moderate(partition: int, records: list[Any]) -> None:
     # again on replay (the same verdict, an idempotent repeat), while the other order could
     # store a row whose label or example was never published.
     await send_letters(letters)
-    await batch_producer.send_keyed(LABELS, classify(fresh))
+    labels = classify(fresh)
+    await batch_producer.send_keyed(LABELS, labels)
+    mirror_labels(labels)
     examples = []
     changed_filters = set()
     for key, row in rows.items():
@@ -244,6 +246,22 @@ def _refusal(row: dict[str, Any], comment: Any) -> str | None:
     if row.get("filter") is not None and row["filter"] != comment.filter:
         return f"comment id already belongs to filter {row['filter'][:40]!r}"
     return None
+
+
+def mirror_labels(labels: list[tuple[bytes, bytes]]) -> None:
+    """Published labels go to Redis too, the latest per comment at
+    ``{prefix}smartstream:comment:{comment_id}``, so a site reads a comment's label and its
+    author's cluster in one round trip (producers.django.readers). Within the mirror's bound:
+    during a long Redis outage labels beyond max_pending are not staged (the topic has them)."""
+    if not labels or not mirror.enabled:
+        return
+    room = max(0, mirror.max_pending - len(mirror.pending))
+    for key, value in labels[:room]:
+        mirror.stage(f"comment:{key.decode()}", json.loads(value))
+    if len(labels) > room:
+        mirror.dropped += len(labels) - room
+        log.warning("Redis backlog full: %d comment labels not mirrored", len(labels) - room)
+    mirror.flush_soon()
 
 
 def classify(fresh: list[tuple[dict[str, Any], Any]]) -> list[tuple[bytes, bytes]]:

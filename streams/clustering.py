@@ -106,11 +106,7 @@ async def run_clustering(reason: str) -> None:
     }
     document["sample"] = snapshot(profiles, fitted)
     await publish_model(document)
-    serving.load(document)
-    mirror.stage(f"model:{CLUSTERING}", clusters_view())
-    command = Reassign(model=CLUSTERING, version=version).dumps()
-    for partition in range(settings.partitions):
-        await user_commands_topic.send(value=command, partition=partition)
+    await serve_published(document)
     mixture = serving.mixture
     assert mixture is not None
     log.warning(
@@ -123,6 +119,16 @@ async def run_clustering(reason: str) -> None:
         len(mixture.labels_),
         100 * (mixture.label_change_share_ or 0),
     )
+
+
+async def serve_published(document: dict[str, Any]) -> None:
+    """Once `models` acknowledged a version (a run's or a rollback's): serve it here, mirror its
+    summary to Redis, and ask every partition's owner to re-assign its users with it."""
+    serving.load(document)
+    mirror.stage(f"model:{CLUSTERING}", clusters_view())
+    command = Reassign(model=CLUSTERING, version=document["version"]).dumps()
+    for partition in range(settings.partitions):
+        await user_commands_topic.send(value=command, partition=partition)
 
 
 def snapshot(profiles: list[dict[str, Any]], fitted: dict[str, Any], size: int = 1500) -> dict:

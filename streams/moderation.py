@@ -17,12 +17,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
 import math
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,10 +50,12 @@ from streams.metrics import (
 )
 from streams.monitoring import BATCH_SECONDS, CLASSIFY_SECONDS, EVENTS, MODEL_VERSION
 from streams.records import (
+    CommentLabel,
     Rejected,
     loads_object,
     parse_comment,
     parse_comment_review,
+    parse_erase,
     parse_training_example,
 )
 from streams.serving import CLUSTERING
@@ -66,9 +70,15 @@ COMMENTS = settings.topic(t.COMMENTS)
 LABELS = settings.topic(t.COMMENT_LABELS)
 EXAMPLES = settings.topic(t.TRAINING_EXAMPLES)
 REVIEWS = settings.topic(t.COMMENT_REVIEWS)
+QUEUE = settings.topic(t.MODERATION_QUEUE)
 STAT_NAMES = ("reviews", "misclassified", "tp", "fp", "tn", "fn")
 
-moderation_events = app.topic(COMMENTS, REVIEWS, key_serializer="raw", value_serializer="raw")
+COMMANDS = settings.topic(t.COMMENT_COMMANDS)
+moderation_events = app.topic(
+    COMMENTS, REVIEWS, COMMANDS, key_serializer="raw", value_serializer="raw"
+)
+# The erasure scan of the comments table yields to the event loop after this many rows.
+ERASE_SLICE = 5_000
 comments_table = app.Table(
     "comments",
     default=None,
@@ -117,6 +127,8 @@ class ServingFilter:
 
 # The last comments this worker labelled, for the dashboard.
 latest_comments: deque[dict[str, Any]] = deque(maxlen=20)
+# Called with each filter's scores of a fetch (None: no score): streams.lifecycle's drift window.
+label_observers: list[Callable[[str, list[float | None]], None]] = []
 filters = {
     name: ServingFilter(name, preset) for name, preset in settings.spam_filter_presets.items()
 }
@@ -124,6 +136,10 @@ filters = {
 review_stats: dict[tuple[str, int], dict[str, int]] = defaultdict(
     lambda: dict.fromkeys(STAT_NAMES, 0)
 )
+# (filter, outcome) -> labels and verdicts this worker published: "pending" labels, moderators'
+# "approved" (ham) and "rejected" (spam) verdicts, "overturned" published labels (streams.review
+# shows them on /metrics and the dashboard).
+moderation_outcomes: Counter[tuple[str, str]] = Counter()
 
 
 def contribution(row: dict[str, Any] | None) -> dict[str, int]:
@@ -163,7 +179,11 @@ async def moderate(partition: int, records: list[Any]) -> None:
     originals: dict[bytes, dict[str, Any] | None] = {}
     fresh: list[tuple[dict[str, Any], Any]] = []
     letters = []
+    erased_users: set[str] = set()
     for msg in records:
+        if msg.topic == COMMANDS:
+            _erase_command(msg, erased_users, letters)
+            continue
         try:
             record = _parse(msg, partition)
         except Rejected as exc:
@@ -193,22 +213,20 @@ async def moderate(partition: int, records: list[Any]) -> None:
     # again on replay (the same verdict, an idempotent repeat), while the other order could
     # store a row whose label or example was never published.
     await send_letters(letters)
-    labels = classify(fresh)
+    erased = await _erase(partition, erased_users, rows, originals)
+    fresh = [(row, msg) for row, msg in fresh if row["comment_id"].encode() not in erased]
+    labels = classify(fresh) + verdict_labels(rows, originals)
     await batch_producer.send_keyed(LABELS, labels)
     mirror_labels(labels)
+    await batch_producer.send_keyed(QUEUE, queue_records(rows, originals))
     examples = []
     changed_filters = set()
     for key, row in rows.items():
         old = originals[key]
-        if (
-            row.get("review") is not None
-            and row.get("text") is not None
-            and (
-                old is None or (old.get("review"), old.get("text")) != (row["review"], row["text"])
-            )
-        ):
-            examples.append(training_example(row))
-        changed = _account(partition, old, row)
+        example = _example_of(key, old, row)
+        if example is not None:
+            examples.append(example)
+        changed = _account(partition, old, row or {})
         if changed:
             changed_filters.add(changed)
     await batch_producer.send_keyed(EXAMPLES, examples)
@@ -216,9 +234,66 @@ async def moderate(partition: int, records: list[Any]) -> None:
     for name in changed_filters:
         stats = review_stats[(name, partition)]
         send_total(f"spam:{name}", partition, stats["reviews"], stats)
+    for name in sorted({f for f in erased.values() if f}):  # filters that learnt from them
+        await request_run(f"spam:{name}", "erasure")
     for topic, count in Counter(r.topic for r in records).items():
         EVENTS.labels(topic=topic).inc(count)
     BATCH_SECONDS.labels(agent="moderation").observe(time.perf_counter() - start)
+
+
+def _example_of(
+    key: bytes, old: dict[str, Any] | None, row: dict[str, Any] | None
+) -> tuple[bytes, bytes | None] | None:
+    """The `training-examples` record a row's change makes: a tombstone for an erased row, the
+    example of a newly reviewed text, or None."""
+    if row is None:
+        return key, None
+    if row.get("review") is None or row.get("text") is None:
+        return None
+    if old is not None and (old.get("review"), old.get("text")) == (row["review"], row["text"]):
+        return None
+    return training_example(row)
+
+
+def _erase_command(msg: Any, users: set[str], letters: list) -> None:
+    try:
+        users.add(parse_erase(loads_object(msg.value or b"", settings.max_payload_bytes)).user_id)
+    except Rejected as exc:
+        letters.append(letter(msg, f"bad comment command: {exc}"))
+
+
+async def _erase(
+    partition: int,
+    users: set[str],
+    rows: dict[bytes, dict[str, Any] | None],
+    originals: dict[bytes, dict[str, Any] | None],
+) -> dict[bytes, str | None]:
+    """Mark the erased users' comments of this partition deleted in `rows` (the batch writes
+    their tombstones); returns {comment key: the filter that learnt from it, or None}. The table
+    is scanned in slices, the event loop running between them."""
+    if not users:
+        return {}
+    store = comments_table.data
+    keys = list(store.keys())  # a snapshot: other partitions' handlers add rows meanwhile
+    for start in range(0, len(keys), ERASE_SLICE):
+        for key in keys[start : start + ERASE_SLICE]:
+            row = store.get(key)
+            mine = row and row.get("user_id") in users and row_partition(key) == partition
+            if mine and key not in rows:
+                originals[key], rows[key] = row, copy.deepcopy(row)
+        await asyncio.sleep(0)
+    erased: dict[bytes, str | None] = {}
+    for key, row in list(rows.items()):
+        if row is not None and row.get("user_id") in users:
+            erased[key] = row.get("filter") if row.get("review") is not None else None
+            rows[key] = None
+            mirror.stage_delete(f"{mirror.prefix}comment:{key.decode()}")
+    if erased:
+        forget = {key.decode() for key in erased}
+        kept = [c for c in latest_comments if c["comment_id"] not in forget]
+        latest_comments.clear()
+        latest_comments.extend(kept)
+    return erased
 
 
 def _parse(msg: Any, partition: int) -> Any:
@@ -283,23 +358,91 @@ def classify(fresh: list[tuple[dict[str, Any], Any]]) -> list[tuple[bytes, bytes
             for i, score in enumerate(scores):  # no NaN can reach the topic (invalid JSON)
                 if not math.isfinite(score):
                     labels[i] = scores[i] = None
+        for observe in label_observers:
+            observe(name, scores)
         now = time.time()
         for (row, msg), label, score in zip(items, labels, scores, strict=True):
-            row.update(label=label, score=score, model_version=serving.version)
-            value = {
-                "comment_id": row["comment_id"],
-                "is_spam": label,
-                "score": score,
-                "filter": name,
-                "model_version": serving.version,
-                "ts": now,
-                "state": "unknown" if score is None else "labelled",
-            }
+            state = label_state(row, score, now)
+            if state == "pending":
+                label = None
+            row.update(label=label, score=score, model_version=serving.version, state=state)
+            record = CommentLabel(
+                row["comment_id"], label, score, name, serving.version, now, state
+            )
+            value = record.to_dict()
             latest_comments.appendleft(
                 {**value, "text": row["text"][:500], "user_id": row.get("user_id")}
             )
-            out.append((row["comment_id"].encode(), json.dumps(value).encode()))
+            out.append((row["comment_id"].encode(), record.dumps()))
             CLASSIFY_SECONDS.observe(max(0.0, now - msg.timestamp / 1000))  # Kafka's ms
+    return out
+
+
+def label_state(row: dict[str, Any], score: float | None, now: float) -> str:
+    """The label's state: "unknown" without a score, "pending" inside the uncertain band
+    [low, high) (a person decides; the row keeps since when), else "labelled" (is_spam =
+    score >= 1/2)."""
+    if score is None:
+        return "unknown"
+    if not settings.moderation_pending_low <= score < settings.moderation_pending_high:
+        return "labelled"
+    if row.get("state") != "pending":
+        row["pending_since"] = now
+    moderation_outcomes[(row["filter"], "pending")] += 1
+    return "pending"
+
+
+def verdict_labels(
+    rows: dict[bytes, dict[str, Any] | None], originals: dict[bytes, dict[str, Any] | None]
+) -> list[tuple[bytes, bytes]]:
+    """The batch's moderators' verdicts: counted, and for a pending comment (or a reviewed one
+    whose verdict changed) the final `comment-labels` record: state "reviewed", `is_spam` the
+    verdict, the model's score and version kept."""
+    out = []
+    now = time.time()
+    for key, row in rows.items():
+        if row is None or row.get("review") is None or row.get("filter") is None:
+            continue  # erased, not reviewed, or a review whose comment has not arrived
+        verdict = row["review"]
+        changed = (originals[key] or {}).get("review") != verdict
+        if changed:
+            outcome = "rejected" if verdict else "approved"
+            moderation_outcomes[(row["filter"], outcome)] += 1
+            if row.get("label") is not None and row["label"] != verdict:
+                moderation_outcomes[(row["filter"], "overturned")] += 1
+        if row.get("state") == "pending" or (changed and row.get("state") == "reviewed"):
+            row["state"] = "reviewed"
+            value = {
+                "comment_id": row["comment_id"],
+                "is_spam": verdict,
+                "score": row.get("score"),
+                "filter": row["filter"],
+                "model_version": row.get("model_version"),
+                "ts": now,
+                "state": "reviewed",
+            }
+            out.append((key, json.dumps(value).encode()))
+    return out
+
+
+def queue_entry(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A pending comment's `moderation-queue` value (what a moderator needs to decide)."""
+    if not row or row.get("state") != "pending":
+        return None
+    names = ("comment_id", "text", "user_id", "filter", "score", "model_version")
+    return {**{name: row.get(name) for name in names}, "pending_since": row["pending_since"]}
+
+
+def queue_records(
+    rows: dict[bytes, dict[str, Any] | None], originals: dict[bytes, dict[str, Any] | None]
+) -> list[tuple[bytes, bytes | None]]:
+    """The batch's `moderation-queue` records: the entry of a comment that became (or stays,
+    changed) pending; a tombstone for one decided or erased."""
+    out: list[tuple[bytes, bytes | None]] = []
+    for key, row in rows.items():
+        entry = queue_entry(row)
+        if entry != queue_entry(originals[key]):
+            out.append((key, None if entry is None else json.dumps(entry).encode()))
     return out
 
 
@@ -380,6 +523,8 @@ def make_run(name: str) -> Any:
             "model": fitted,
             "pretraining_size": n_pre,
             "reviewed_size": n_rev,
+            # The baseline of the drift gauges (streams.lifecycle).
+            "training_spam_share": sum(labels) / len(labels),
         }
         await publish_model(document)
         serving.load(document)

@@ -3,6 +3,10 @@
 Agents consume raw bytes and call the ``parse_*`` functions, so a bad record raises
 :class:`Rejected` with a reason (it goes to ``dead-letters``) instead of crashing a
 deserialiser inside Faust.
+
+Each record's fields carry what the parser enforces as JSON Schema keywords (``spec`` metadata):
+streams.contract generates the published schemas from these classes, so the rules are written
+once, here, beside the code that enforces them.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 import orjson
 
@@ -19,6 +24,53 @@ PAGE_TYPES = "ABCDEFGHIJ"
 MAX_ID_CHARS = 256
 MAX_TEXT_CHARS = 20000
 DEFAULT_FILTER = "comments"
+MAX_COUNT = 2**53  # exact in a float: what JSON readers in other languages keep
+FLOAT_MAX = sys.float_info.max
+# What the parser's `page_type.upper() in PAGE_TYPES` accepts: the letters in either case, and
+# the dotless i, whose upper case is "I" (tests/test_contract.py checks the whole of Unicode).
+PAGE_TYPE_SPELLINGS = (*PAGE_TYPES, *PAGE_TYPES.lower(), "\u0131")
+
+
+def spec(
+    *bases: dict[str, Any],
+    required: bool | None = None,
+    nullable: bool | None = None,
+    **schema: Any,
+) -> dict[str, Any]:
+    """A field's contract metadata (``field(metadata=spec(...))``): JSON Schema keywords merged
+    over the schema of the field's type (keywords naming a `type`, `enum` or `const` replace
+    it), after those of `bases`. By default a field without a default is required and an
+    optional one may be null (the parsers read null as absent); `required` and `nullable`
+    override that where a parser differs."""
+    out: dict[str, Any] = {"schema": {}}
+    for base in bases:
+        out["schema"].update(base["schema"])
+        out.update({k: v for k, v in base.items() if k != "schema"})
+    out["schema"].update(schema)
+    if required is not None:
+        out["required"] = required
+    if nullable is not None:
+        out["nullable"] = nullable
+    return out
+
+
+# An id on the wire: a string of 1..MAX_ID_CHARS characters, or an integer (read as its decimal
+# string). Ids the system writes are strings.
+ID = spec(
+    type=["string", "integer"],
+    minLength=1,
+    maxLength=MAX_ID_CHARS,
+    description=f"1..{MAX_ID_CHARS} characters; an integer is read as its decimal string",
+)
+STRING_ID = spec(minLength=1, maxLength=MAX_ID_CHARS)
+NUMBER = spec(minimum=-FLOAT_MAX, maximum=FLOAT_MAX)  # finite: no infinity, nothing beyond
+TS = spec(NUMBER, description="epoch seconds")
+TEXT = spec(maxLength=MAX_TEXT_CHARS)
+
+
+def bounded(low: int, high: int = MAX_COUNT, **schema: Any) -> dict[str, Any]:
+    """An integer field the parser bounds to low..high."""
+    return spec(minimum=low, maximum=high, **schema)
 
 
 class Rejected(ValueError):
@@ -125,6 +177,10 @@ def _bool(obj: dict[str, Any], name: str) -> bool:
 
 
 class _Record:
+    # JSON Schema keywords of the whole record (alternative forms the parser also reads,
+    # relations between fields), merged into the schema generated from the fields.
+    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {}
+
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}  # type: ignore[call-overload]
 
@@ -136,43 +192,76 @@ class _Record:
 class PageTime(_Record):
     """One page view on `page-times`: the seconds a user spent on a page of type A..J."""
 
-    user_id: str
-    page_type: str
-    seconds: float
-    event_id: str | None = None
-    ts: float | None = None
+    # The browser beacon (SPEC §3.1) is read too: `metric` "time_spent" and `time_spent` for
+    # `seconds`.
+    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
+        "properties": {
+            "metric": {"const": "time_spent", "description": "the browser beacon's form"},
+        },
+        "if": {"required": ["metric"]},
+        "then": {
+            "required": ["time_spent"],
+            "properties": {
+                "time_spent": {"type": "number", "exclusiveMinimum": 0, "maximum": FLOAT_MAX}
+            },
+        },
+        "else": {"required": ["seconds"]},
+    }
+
+    user_id: str = field(metadata=spec(ID))
+    page_type: str = field(
+        metadata=spec(
+            enum=list(PAGE_TYPE_SPELLINGS), description="A..J (written upper case once read)"
+        )
+    )
+    seconds: float = field(
+        metadata=spec(
+            required=False,  # the beacon's time_spent stands for it
+            nullable=False,
+            exclusiveMinimum=0,
+            maximum=FLOAT_MAX,
+            description="seconds on the page: above 0, at most SMARTSTREAM_MAX_SECONDS",
+        )
+    )
+    event_id: str | None = field(default=None, metadata=spec(ID))
+    ts: float | None = field(default=None, metadata=TS)
 
 
 @dataclass(frozen=True, slots=True)
 class NewUser(_Record):
     """A user joined (`new-users`)."""
 
-    user_id: str
-    age: int | None = None
-    sex: str | None = None
-    avg1: float | None = None
-    ts: float | None = None
+    user_id: str = field(metadata=spec(ID))
+    age: int | None = field(default=None, metadata=bounded(0, 150))
+    sex: str | None = field(
+        default=None,
+        metadata=spec(enum=["M", "F", 0, 1], description='"M" or "F" (the original 0 / 1)'),
+    )
+    avg1: float | None = field(default=None, metadata=NUMBER)
+    ts: float | None = field(default=None, metadata=TS)
 
 
 @dataclass(frozen=True, slots=True)
 class Comment(_Record):
     """A comment to moderate (`comments`)."""
 
-    comment_id: str
-    text: str
-    user_id: str | None = None
-    filter: str = DEFAULT_FILTER
-    ts: float | None = None
+    comment_id: str = field(metadata=spec(ID))
+    text: str = field(metadata=TEXT)
+    user_id: str | None = field(default=None, metadata=spec(ID))
+    filter: str = field(
+        default=DEFAULT_FILTER, metadata=spec(ID, description="the spam filter's name")
+    )
+    ts: float | None = field(default=None, metadata=TS)
 
 
 @dataclass(frozen=True, slots=True)
 class CommentReview(_Record):
     """A moderator's verdict (`comment-reviews`): a training label."""
 
-    comment_id: str
+    comment_id: str = field(metadata=spec(ID))
     is_spam: bool
-    reviewer: str | None = None
-    ts: float | None = None
+    reviewer: str | None = field(default=None, metadata=spec(ID))
+    ts: float | None = field(default=None, metadata=TS)
 
 
 def parse_page_time(obj: dict[str, Any], max_seconds: float) -> PageTime:
@@ -246,17 +335,77 @@ def parse_comment_review(obj: dict[str, Any]) -> CommentReview:
 class ClusterAssignment(_Record):
     """A user's cluster and atypical flag under a model version (`cluster-assignments`)."""
 
-    user_id: str
-    cluster: str
-    model_version: int
-    atypical: bool | None = None
-    ts: float | None = None
+    user_id: str = field(metadata=STRING_ID)
+    cluster: str = field(metadata=spec(minLength=1, description="the cluster's label"))
+    model_version: int = field(metadata=bounded(1))
+    atypical: bool | None = field(
+        default=None, metadata=spec(description="null while the user has no atypical metric")
+    )
+    ts: float | None = field(default=None, metadata=TS)
+
+
+@dataclass(frozen=True, slots=True)
+class CommentLabel(_Record):
+    """A comment's label under a model version (`comment-labels`). "labelled": the filter
+    decided. "unknown": no model yet (or a score that is not finite), `is_spam` and `score`
+    null; a comment is never dropped for want of a model. "pending": the score is in the
+    uncertain band, `is_spam` null until a person decides. "reviewed": a moderator's verdict
+    in `is_spam`, the model's score and version kept."""
+
+    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
+        "allOf": [
+            {
+                "if": {"properties": {"state": {"const": state}}},
+                "then": {"properties": {"is_spam": {"type": spam}, "score": {"type": score}}},
+            }
+            for state, spam, score in (
+                ("labelled", "boolean", "number"),
+                ("unknown", "null", "null"),
+                ("pending", "null", "number"),
+                ("reviewed", "boolean", "number"),
+            )
+        ]
+    }
+
+    comment_id: str = field(metadata=STRING_ID)
+    is_spam: bool | None
+    score: float | None = field(
+        metadata=spec(minimum=0, maximum=1, description="calibrated probability of spam")
+    )
+    filter: str = field(metadata=STRING_ID)
+    model_version: int = field(metadata=bounded(0, description="0: no model yet"))
+    ts: float = field(metadata=TS)
+    state: str = field(metadata=spec(enum=["labelled", "unknown", "pending", "reviewed"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, nulls included: "unknown" labels say so with null values."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 # A dead letter keeps this much of the refused record's bytes (with their length and sha256):
 # enough to read what was refused, and escaped binary cannot push the letter past the topic's
 # size limit (a 400 KB binary payload became 1.37 MB after escaping).
 DEAD_LETTER_PREFIX_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter(_Record):
+    """A refused record on `dead-letters` (keyed by the record's own key): where it came from,
+    why it was refused, and a bounded view of its bytes."""
+
+    topic: str = field(metadata=spec(minLength=1))
+    partition: int = field(metadata=bounded(0))
+    offset: int = field(metadata=bounded(0))
+    error: str = field(metadata=spec(maxLength=1000, description="the reason"))
+    payload: str = field(
+        metadata=spec(
+            description=f"the first {DEAD_LETTER_PREFIX_BYTES} bytes, decoded as UTF-8 with "
+            "undecodable bytes escaped as \\xNN"
+        )
+    )
+    payload_bytes: int = field(metadata=bounded(0, description="the whole record's length"))
+    payload_sha256: str = field(metadata=spec(pattern="^[0-9a-f]{64}$"))
+    payload_truncated: bool
 
 
 def dead_letter(
@@ -266,24 +415,21 @@ def dead_letter(
     view of its bytes (`payload`: the first DEAD_LETTER_PREFIX_BYTES, decoded with escapes;
     `payload_bytes` and `payload_sha256` identify the whole)."""
     raw = payload or b""
-    doc = {
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "error": error[:1000],
-        "payload": raw[:DEAD_LETTER_PREFIX_BYTES].decode("utf-8", errors="backslashreplace"),
-        "payload_bytes": len(raw),
-        "payload_sha256": hashlib.sha256(raw).hexdigest(),
-        "payload_truncated": len(raw) > DEAD_LETTER_PREFIX_BYTES,
-    }
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return DeadLetter(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        error=error[:1000],
+        payload=raw[:DEAD_LETTER_PREFIX_BYTES].decode("utf-8", errors="backslashreplace"),
+        payload_bytes=len(raw),
+        payload_sha256=hashlib.sha256(raw).hexdigest(),
+        payload_truncated=len(raw) > DEAD_LETTER_PREFIX_BYTES,
+    ).dumps()
 
 
 # ---------------------------------------------------------------------------------------------
 # Internal topics: validated like the contract's, so no record on any topic a worker reads can
 # raise anything but Rejected.
-
-MAX_COUNT = 2**53  # exact in a float: what JSON readers in other languages keep
 
 
 def _int(obj: dict[str, Any], name: str, low: int = 0, high: int = MAX_COUNT) -> int:
@@ -298,11 +444,15 @@ def _int(obj: dict[str, Any], name: str, low: int = 0, high: int = MAX_COUNT) ->
 @dataclass(frozen=True, slots=True)
 class Reassign(_Record):
     """`user-commands`: re-assign a partition's users once the model's `version` serves. It
-    names a version on `models` (validated there), never carries the model itself."""
+    names a version on `models` (validated there), never carries the model itself. (The
+    previous release's form, the model document in `model` and no `version`, is still read and
+    is not part of the schema.)"""
 
-    model: str
-    version: int
-    action: str = "reassign"
+    model: str = field(metadata=spec(ID))
+    version: int = field(metadata=bounded(1))
+    action: str = field(
+        default="reassign", metadata=spec(const="reassign", required=True, nullable=False)
+    )
 
 
 def parse_reassign(obj: dict[str, Any]) -> Reassign:
@@ -319,11 +469,11 @@ def parse_reassign(obj: dict[str, Any]) -> Reassign:
 class RunRequest(_Record):
     """`control`: ask the trainer for a run of `model` (`requests`: threshold crossings)."""
 
-    model: str
-    reason: str
-    requests: int = 1
-    ts: float | None = None
-    action: str = "run"
+    model: str = field(metadata=spec(ID))
+    reason: str = field(default="request", metadata=spec(ID))
+    requests: int = field(default=1, metadata=bounded(1, nullable=False))
+    ts: float | None = field(default=None, metadata=TS)
+    action: str = field(default="run", metadata=spec(const="run", nullable=False))
 
 
 def parse_run_request(obj: dict[str, Any]) -> RunRequest:
@@ -339,14 +489,44 @@ def parse_run_request(obj: dict[str, Any]) -> RunRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RollbackRequest(_Record):
+    """`control`: republish version `version` of `model` as a new version (streams.lifecycle);
+    the trainer checks that the version is in the history."""
+
+    model: str = field(metadata=spec(ID))
+    version: int = field(metadata=bounded(1, description="a version in the model's history"))
+    ts: float | None = field(default=None, metadata=TS)
+    action: str = field(
+        default="rollback", metadata=spec(const="rollback", required=True, nullable=False)
+    )
+
+
+def parse_control(obj: dict[str, Any]) -> RunRequest | RollbackRequest:
+    """A `control` record: a run request (`action` "run" or absent) or a rollback."""
+    if obj.get("action") != "rollback":
+        return parse_run_request(obj)
+    return RollbackRequest(
+        model=_id(obj, "model"),  # type: ignore[arg-type]
+        version=_int(obj, "version", 1),
+        ts=_number(obj, "ts"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class CounterTotal(_Record):
     """`counter-increments`: a partition's absolute total for a model's counter, with the
     partition's extra figures (a filter's confusion counts)."""
 
-    model: str
-    partition: int
-    total: int
-    extra: dict[str, int] | None = None
+    model: str = field(metadata=spec(ID))
+    partition: int = field(metadata=bounded(0, 1_000_000))
+    total: int = field(metadata=bounded(0))
+    extra: dict[str, int] | None = field(
+        default=None,
+        metadata=spec(
+            maxProperties=32,
+            additionalProperties={"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
+        ),
+    )
 
 
 def parse_counter_total(obj: dict[str, Any]) -> CounterTotal:
@@ -368,12 +548,12 @@ class PretrainingExample(_Record):
     """`pretraining` (key `filter:sha1(text)`) and `training-examples` (key comment id): a
     labelled text of a spam filter."""
 
-    filter: str
-    text: str
+    filter: str = field(metadata=spec(ID))
+    text: str = field(metadata=TEXT)
     is_spam: bool
-    source: str | None = None
-    comment_id: str | None = None
-    reviewer: str | None = None
+    source: str | None = field(default=None, metadata=TEXT)
+    comment_id: str | None = field(default=None, metadata=spec(ID))
+    reviewer: str | None = field(default=None, metadata=spec(ID))
 
 
 def parse_training_example(obj: dict[str, Any]) -> PretrainingExample:
@@ -385,3 +565,38 @@ def parse_training_example(obj: dict[str, Any]) -> PretrainingExample:
         comment_id=_id(obj, "comment_id", required=False),
         reviewer=_id(obj, "reviewer", required=False),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Erase(_Record):
+    """Erase a user (`DELETE /users/{id}`, `smartstream erase`): on `user-commands` to the
+    user's partition (the profile, its assignment, its Redis key) and on `comment-commands` to
+    every partition (the user's comments and their training examples)."""
+
+    user_id: str = field(metadata=spec(ID))
+    erasure_id: str = field(metadata=spec(ID))
+    action: str = field(
+        default="erase", metadata=spec(const="erase", required=True, nullable=False)
+    )
+
+
+def parse_user_command(obj: dict[str, Any]) -> Reassign | Erase:
+    """A `user-commands` record: re-assign with a model version, or erase a user."""
+    if obj.get("action") == "erase":
+        return parse_erase(obj)
+    return parse_reassign(obj)
+
+
+def parse_erase(obj: dict[str, Any]) -> Erase:
+    if obj.get("action") != "erase":
+        raise Rejected(f"unknown command {str(obj.get('action'))[:40]!r}")
+    return Erase(user_id=_id(obj, "user_id"), erasure_id=_id(obj, "erasure_id"))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure(_Record):
+    """`erasures` (compacted, key: erasure id): the fact that a user was erased, when, without
+    the user's id or any of the user's data."""
+
+    erasure_id: str = field(metadata=STRING_ID)
+    ts: float = field(metadata=TS)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 
 from streams.settings import Settings
 
@@ -51,6 +52,17 @@ USER_COMMANDS = "user-commands"
 # and moderators' reviewed comments; retraining reads both, never the filter's own predictions.
 PRETRAINING = "pretraining"
 TRAINING_EXAMPLES = "training-examples"
+# Internal, compacted: the comments waiting for a moderator (key comment id; a tombstone once
+# decided). Every worker follows it, so any worker answers GET /moderation/queue (streams.review).
+MODERATION_QUEUE = "moderation-queue"
+# Internal, compacted, key `NAME@VERSION`: every published model document under its own key, so
+# compaction (which keeps one value per key) keeps each version: the history and what a rollback
+# republishes. Apart from `models` so a starting worker reads only the latest documents.
+MODEL_VERSIONS = "model-versions"
+# Internal, comment-keyed partitions: commands to every partition's owner of the comments table
+# (erase a user's comments). Compacted: the record of erasures, without personal data.
+COMMENT_COMMANDS = "comment-commands"
+ERASURES = "erasures"
 
 CONTRACT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PAGE_TIMES, "user_id"),
@@ -61,12 +73,24 @@ CONTRACT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(COMMENT_REVIEWS, "comment_id"),
     TopicSpec(DEAD_LETTERS, "original key"),
     TopicSpec(MODELS, "model name", compacted=True, partitions=1, max_bytes=MODEL_MAX_BYTES),
+    TopicSpec(
+        MODEL_VERSIONS, "NAME@VERSION", compacted=True, partitions=1, max_bytes=MODEL_MAX_BYTES
+    ),
     TopicSpec(COUNTER_INCREMENTS, "model name", partitions=1),
     TopicSpec(CONTROL, "model name", partitions=1),
     TopicSpec(USER_COMMANDS, "none (one record per partition)"),
     TopicSpec(PRETRAINING, "filter:sha1(text)", compacted=True, partitions=1),
     TopicSpec(TRAINING_EXAMPLES, "comment_id", compacted=True, partitions=1),
+    TopicSpec(MODERATION_QUEUE, "comment_id", compacted=True, partitions=1),
+    TopicSpec(COMMENT_COMMANDS, "none (one record per partition)"),
+    TopicSpec(ERASURES, "erasure id", compacted=True, partitions=1),
 )
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as Faust, kafka-python and aiokafka
+    use it) gives a key: where a keyed record, and so its table row, lives."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def new_topics(settings: Settings) -> list[NewTopic]:

@@ -7,16 +7,20 @@
   awaits, its heartbeats and streams never stall.
 * Every worker follows the compacted `models` topic with its own group-less consumer and hands
   each model document to the loader registered for its key (hot swap).
+* Each document is also archived under `NAME@VERSION` on `model-versions`, the history that
+  streams.lifecycle shows and rolls back to; a rollback is a job of the model's trainer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import multiprocessing
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -26,17 +30,27 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics as t
-from streams.app import app, control_topic, models_ready, models_topic, settings
+from streams.app import (
+    app,
+    batch_producer,
+    control_topic,
+    models_ready,
+    models_topic,
+    raw_topic,
+    settings,
+)
 from streams.deadletters import letter, send_dead_letter, send_letters
 from streams.monitoring import MODEL_RUN_SECONDS, MODEL_RUNS
-from streams.records import Rejected, dumps_json, loads_object, parse_run_request
+from streams.records import Rejected, RollbackRequest, dumps_json, loads_object, parse_control
 
 log = logging.getLogger(__name__)
+Job = Callable[[], Awaitable[None]]
 
 
 @dataclass
 class Trainer:
-    """Runs `run(reason)` for one model, one run at a time, coalescing requests."""
+    """Runs `run(reason)` for one model, one run at a time, coalescing requests; one-off jobs
+    (rollbacks) queue behind the run in progress, so versions are numbered in order."""
 
     model: str
     run: Callable[[str], Awaitable[None]]
@@ -47,6 +61,9 @@ class Trainer:
     last: float | None = None
     last_error: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    jobs: deque[tuple[str, Job]] = field(default_factory=deque)
+    # Set by streams.lifecycle: rollback(version, control record) republishes that version.
+    rollback: Callable[[int, Any], Awaitable[None]] | None = None
 
     def request(self, reason: str) -> None:
         if self.running:
@@ -55,32 +72,45 @@ class Trainer:
             self.running = True
             app.add_future(self._loop(reason))
 
-    async def _loop(self, reason: str) -> None:
+    def submit(self, reason: str, job: Job) -> None:
+        """Queue a one-off job; it runs after the run in progress, never beside it."""
+        self.jobs.append((reason, job))
+        if not self.running:
+            self.running = True
+            app.add_future(self._loop(None))
+
+    async def _loop(self, reason: str | None) -> None:
         try:
             while True:
-                self.pending = False
-                start = time.perf_counter()
-                try:
-                    await self.run(reason)
-                    self.runs += 1
-                    MODEL_RUNS.labels(model=self.model, outcome="ok").inc()
-                except Exception as exc:  # a failed run leaves the previous version serving
-                    self.failures += 1
-                    self.last_error = repr(exc)
-                    MODEL_RUNS.labels(model=self.model, outcome="error").inc()
-                    log.exception("%s run failed; the previous version keeps serving", self.model)
-                duration = time.perf_counter() - start
-                MODEL_RUN_SECONDS.labels(model=self.model).observe(duration)
-                self.last = time.time()
-                self.history = [
-                    *self.history[-19:],
-                    {"reason": reason, "at": self.last, "duration_s": duration},
-                ]
+                if reason is not None:
+                    self.pending = False
+                    await self._timed(reason, functools.partial(self.run, reason))
+                while self.jobs:
+                    await self._timed(*self.jobs.popleft())
                 if not self.pending:
                     return
                 reason = "coalesced"
         finally:
             self.running = False
+
+    async def _timed(self, reason: str, job: Job) -> None:
+        start = time.perf_counter()
+        try:
+            await job()
+            self.runs += 1
+            MODEL_RUNS.labels(model=self.model, outcome="ok").inc()
+        except Exception as exc:  # a failed run leaves the previous version serving
+            self.failures += 1
+            self.last_error = repr(exc)
+            MODEL_RUNS.labels(model=self.model, outcome="error").inc()
+            log.exception("%s %s failed; the previous version keeps serving", self.model, reason)
+        duration = time.perf_counter() - start
+        MODEL_RUN_SECONDS.labels(model=self.model).observe(duration)
+        self.last = time.time()
+        self.history = [
+            *self.history[-19:],
+            {"reason": reason, "at": self.last, "duration_s": duration},
+        ]
 
     def state(self) -> dict[str, Any]:
         return {
@@ -91,6 +121,7 @@ class Trainer:
             "last": self.last,
             "last_error": self.last_error,
             "history": self.history,
+            "queued": [reason for reason, _ in self.jobs],
         }
 
 
@@ -103,6 +134,8 @@ def register(
 ) -> Trainer:
     trainers[model] = Trainer(model, run)
     model_loaders[model] = loader
+    for outcome in ("ok", "error"):  # series from 0, so a first failure is an increase
+        MODEL_RUNS.labels(model=model, outcome=outcome)
     return trainers[model]
 
 
@@ -111,22 +144,42 @@ async def control_agent(stream: Any) -> None:
     async for event in stream.events():
         try:
             obj = loads_object(event.message.value or b"", settings.max_payload_bytes)
-            request = parse_run_request(obj)
+            request = parse_control(obj)
             trainer = trainers.get(request.model)
             if trainer is None:
                 raise Rejected(f"unknown model {request.model[:40]!r}")
+            rollback = trainer.rollback
+            if isinstance(request, RollbackRequest) and rollback is None:
+                raise Rejected(f"model {request.model[:40]!r} has no rollback")
         except Rejected as exc:
             await send_dead_letter(event.message, f"bad control request: {exc}")
             continue
-        trainer.request(request.reason)
+        if isinstance(request, RollbackRequest):
+            job = functools.partial(rollback, request.version, event.message)  # type: ignore[arg-type]
+            trainer.submit(f"rollback to v{request.version}", job)
+        else:
+            trainer.request(request.reason)
+
+
+versions_topic = raw_topic(t.MODEL_VERSIONS)
+# Versions kept per model on `model-versions`: publishing version V deletes V - HISTORY_VERSIONS
+# (a tombstone), so the history's disk and memory stay bounded.
+HISTORY_VERSIONS = 50
 
 
 async def publish_model(document: dict[str, Any]) -> None:
-    """Produce a model document and wait until `models` acknowledged it: only then may the
-    trainer serve it and send commands that name its version."""
+    """Produce a model document under `NAME@VERSION` on `model-versions` (the history), then on
+    `models`, and wait until the broker acknowledged both: only then may the trainer serve it
+    and send commands that name its version. Archived first, so whatever version served can be
+    rolled back to."""
     value = dumps_json(document, strict=True)
-    delivered = await models_topic.send(key=document["name"].encode(), value=value, force=True)
-    await delivered
+    name, version = document["name"], document["version"]
+    for topic, key in ((versions_topic, f"{name}@{version}"), (models_topic, name)):
+        delivered = await topic.send(key=key.encode(), value=value, force=True)
+        await delivered
+    if version > HISTORY_VERSIONS:
+        expired = f"{name}@{version - HISTORY_VERSIONS}".encode()
+        await batch_producer.send(versions_topic.get_topic_name(), 0, [(expired, None)])
 
 
 _pool: ProcessPoolExecutor | None = None

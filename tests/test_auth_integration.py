@@ -31,11 +31,19 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("GET", "/site/data"): ("/site/data", "admin"),
     ("GET", "/pages/{page_type}/{user_id}"): ("/pages/A/au1", None),
     ("GET", "/pages"): ("/pages", None),
+    ("GET", "/moderation"): ("/moderation", None),
+    ("GET", "/moderation/queue"): ("/moderation/queue", "server"),
+    ("POST", "/comments/{comment_id}/review"): ("/comments/ac1/review", "server"),
+    ("DELETE", "/users/{user_id}"): ("/users/au1", "admin"),
+    ("GET", "/models"): ("/models", "server"),
+    ("POST", "/models/{name}/rollback"): ("/models/clustering/rollback", "admin"),
 }
 BODIES = {
     "/events/page-time": {"user_id": "au1", "page_type": "A", "seconds": 2.0},
     "/events/new-user": {"user_id": "au1", "age": 40},
     "/comments": {"comment_id": "ac1", "text": "a song I love", "user_id": "au1"},
+    "/comments/ac1/review": {"is_spam": False, "reviewer": "mod"},
+    "/models/clustering/rollback": {"version": 1},
 }
 RANK = {None: 0, "key": 1, "server": 2, "admin": 3}
 

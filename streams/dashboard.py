@@ -8,6 +8,7 @@ from pathlib import Path
 
 from faust.web import Request, Response, View
 
+from streams import review
 from streams.app import app, settings
 from streams.auth import Role, html_response, requires
 from streams.moderation import filters, latest_comments
@@ -46,5 +47,6 @@ class DashboardDataView(View):
                 "filters": sorted(filters),
                 "comments": list(latest_comments),
                 "features": settings.clustering_features.split(","),
+                "moderation": review.figures(),
             }
         )

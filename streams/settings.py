@@ -64,6 +64,11 @@ class Settings:
     spam_filters: str = "comments:example"
     moderation_review_threshold: int = 5
     moderation_cron: str = ""
+    # The uncertain band: a calibrated score in [low, high) is labelled "pending" (is_spam null)
+    # until a moderator decides (streams.review). Equal values disable it: v1 consumers keep a
+    # boolean for every comment a model labelled.
+    moderation_pending_low: float = 0.5
+    moderation_pending_high: float = 0.5
     # Credentials by role (streams.auth): the server token, the admin token, and the public
     # ingest key that page source may carry (beacons and new users only).
     api_token: str = ""

@@ -37,6 +37,9 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("DELETE", "/users/{user_id}"): ("/users/au1", "admin"),
     ("GET", "/models"): ("/models", "server"),
     ("POST", "/models/{name}/rollback"): ("/models/clustering/rollback", "admin"),
+    ("GET", "/openapi.json"): ("/openapi.json", None),
+    ("GET", "/asyncapi.json"): ("/asyncapi.json", None),
+    ("GET", "/schemas/{topic}.json"): ("/schemas/page-times.json", None),
 }
 BODIES = {
     "/events/page-time": {"user_id": "au1", "page_type": "A", "seconds": 2.0},

@@ -599,10 +599,12 @@ PARAMETERS = {
     "topic": "a topic of the contract, without the deployment's prefix",
     "key": "a table key",
 }
+BEARER = "as `Authorization: Bearer`"
 ROLES = {
-    "ingest": "the public ingest key (`?key=`, may appear in page source) or any token",
-    "server": "the server token (SMARTSTREAM_API_TOKEN) or the admin token",
-    "admin": "the admin token (SMARTSTREAM_ADMIN_TOKEN; without one, the server token)",
+    "ingest": "the public ingest key as `?key=` (it may appear in page source), or any "
+    f"credential {BEARER}",
+    "server": f"the server token (SMARTSTREAM_API_TOKEN) or the admin token, {BEARER}",
+    "admin": f"the admin token (SMARTSTREAM_ADMIN_TOKEN; without one, the server token), {BEARER}",
 }
 
 
@@ -633,10 +635,7 @@ def _guard(route: Route, operation: dict[str, Any], answers: dict[int, Answer]) 
     """What a route's role adds: its security requirement, 401 and (above ingest) 403."""
     if route.role is None:
         return
-    operation["description"] = (
-        f"When any credential is configured it needs {ROLES[route.role]}, as "
-        "`Authorization: Bearer`."
-    )
+    operation["description"] = f"When any credential is configured: {ROLES[route.role]}."
     operation["security"] = [{"ingestKey": []}] if route.role == "ingest" else []
     operation["security"].append({"bearerToken": []})
     operation["x-smartstream-role"] = route.role

@@ -6,6 +6,7 @@ reviewed comments."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 
@@ -240,3 +241,42 @@ def test_pending_queue_review_counters_retrain(stack: Stack, tmp_path) -> None:
     assert state["current"]["reviewed_size"] == REVIEWED
     assert state["reviews"]["reviews"] == REVIEWED
     assert state["reviews"]["misclassified"] == 1  # the overturned label; pending ones had none
+
+
+def test_erasure_takes_a_users_pending_comments_out_of_the_queue(stack: Stack, tmp_path) -> None:
+    """The queue holds texts and user ids: erasing a user must empty it of theirs."""
+    if importlib.util.find_spec("streams.erasure") is None:
+        pytest.skip("no erasure in this tree (streams.erasure)")
+    stack.env.update(
+        SMARTSTREAM_API_TOKEN=TOKEN,
+        SMARTSTREAM_MODERATION_PENDING_LOW=str(LOW),
+        SMARTSTREAM_MODERATION_PENDING_HIGH=str(HIGH),
+    )
+    worker = stack.start_worker()
+    stack.pretrain(write_youtube_csv(tmp_path / "Youtube01-Test.csv", *corpus(400, seed=1)))
+    wait_for(
+        lambda: metric(worker, "smartstream_model_version", model="spam:comments") == 1,
+        120,
+        "the pretrained filter",
+    )
+    producer = stack.producer()
+    for i, text in enumerate(DOUBTFUL[:4]):
+        producer.comment(f"e{i}", text, user_id="leaving" if i % 2 else "staying")
+    producer.flush()
+    producer.close()
+    ids = wait_for(
+        lambda: (q := queue_pages(worker, 50)[0]) and len(q) == 4 and [e["comment_id"] for e in q],
+        60,
+        "the four pending comments",
+    )
+    status, body = http("DELETE", worker.url + "/users/leaving", None, AUTH)
+    assert status == 202, body
+    wait_for(
+        lambda: (
+            [e["comment_id"] for e in queue_pages(worker, 50)[0]]
+            == [c for c in ids if c in ("e0", "e2")]
+        ),
+        60,
+        "the erased user's comments to leave the queue",
+    )
+    assert metric(worker, "smartstream_moderation_pending", filter="comments") == 2

@@ -9,6 +9,7 @@ import ssl
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from mode.utils.logging import level_number
@@ -87,7 +88,9 @@ batch_producer = BatchProducer(
 )
 
 
-async def write_rows(table: faust.Table, partition: int, rows: list[tuple[bytes, Any]]) -> None:
+async def write_rows(
+    table: faust.Table, partition: int, rows: list[tuple[bytes, Any | None]]
+) -> None:
     """Store rows of one partition of `table` and write them to its changelog as whole Kafka
     batches (what Faust's table assignment does one record at a time, ~40 µs each); returns once
     the broker has them, so the source offsets are committed only after their rows."""
@@ -95,13 +98,32 @@ async def write_rows(table: faust.Table, partition: int, rows: list[tuple[bytes,
         return
     store = table.data
     for key, value in rows:
-        store[key] = value
+        if value is not None:
+            store[key] = value
+        elif key in store:  # None: the row is deleted (a tombstone on the changelog)
+            del store[key]
     topic = table.changelog_topic.get_topic_name()
-    offset = await batch_producer.send(
-        topic, partition, [(key, dumps_json(value)) for key, value in rows]
-    )
+    records = [(key, None if value is None else dumps_json(value)) for key, value in rows]
+    offset = await batch_producer.send(topic, partition, records)
     # What Faust's changelog callback does: RocksDB recovers from after this offset.
     store.set_persisted_offset(TP(topic, partition), offset)
+
+
+async def produce_acknowledged(
+    topic: faust.TopicT, key: bytes | None, value: bytes, partition: int | None = None
+) -> str | None:
+    """Produce one record and wait until the broker acknowledged it; None, or why it was not
+    within SMARTSTREAM_INGEST_TIMEOUT_SECONDS (then the caller answers 503: an acknowledgement
+    promises a durable record)."""
+    try:
+        async with asyncio.timeout(settings.ingest_timeout_seconds):
+            delivered = await topic.send(key=key, value=value, partition=partition, force=True)
+            await delivered
+    except TimeoutError:
+        return f"the broker did not acknowledge within {settings.ingest_timeout_seconds} s"
+    except KafkaError as exc:
+        return f"the broker refused the record: {type(exc).__name__}"
+    return None
 
 
 @app.task
@@ -133,3 +155,5 @@ counter_increments_topic = raw_topic(t.COUNTER_INCREMENTS)
 control_topic = raw_topic(t.CONTROL)
 user_commands_topic = raw_topic(t.USER_COMMANDS)
 pretraining_topic = raw_topic(t.PRETRAINING)
+comment_commands_topic = raw_topic(t.COMMENT_COMMANDS)
+erasures_topic = raw_topic(t.ERASURES)

@@ -36,7 +36,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 from faust.types.tuples import ack_lock
 from faust.web.exceptions import ServiceUnavailable
-from kafka.partitioner.default import murmur2
+
+from streams.topics import key_partition
 
 # handler(partition, records): the records (aiokafka ConsumerRecords) of the handler's topics in
 # one partition from one fetch, in offset order per topic.
@@ -309,8 +310,8 @@ class BatchProducer:
         count = len(await producer.partitions_for(topic))
         by_partition: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)
         for key, value, fallback in records:
-            partition = fallback if key is None else murmur2(key) & 0x7FFFFFFF
-            by_partition[partition % count].append((key, value))
+            partition = fallback % count if key is None else key_partition(key, count)
+            by_partition[partition].append((key, value))
         await asyncio.gather(*(self.send(topic, p, batch) for p, batch in by_partition.items()))
 
     async def stop(self) -> None:

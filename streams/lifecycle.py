@@ -50,6 +50,7 @@ from streams.records import MAX_COUNT, Rejected, RollbackRequest, dumps_json, lo
 from streams.serving import CLUSTERING, ServingModel, serving
 from streams.trainer import (
     HISTORY_VERSIONS,
+    archived,
     group_less_consumer,
     publish_model,
     read_latest,
@@ -216,7 +217,7 @@ async def archive_serving_versions() -> None:
         document = latest.get(name.encode())
         if document and document.get("version") == serving_version(name):
             key = f"{name}@{document['version']}".encode()
-            value = dumps_json(document, strict=True)
+            value = dumps_json(archived(document), strict=True)
             await (await versions_topic.send(key=key, value=value, force=True))
             log.warning("archived %s v%d in the model history", name, document["version"])
 

@@ -10,7 +10,6 @@ total.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import logging
@@ -20,7 +19,6 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
 from streams import topics as t
@@ -33,6 +31,7 @@ from streams.app import (
     models_ready,
     new_users_topic,
     page_times_topic,
+    produce_acknowledged,
     settings,
     write_rows,
 )
@@ -47,6 +46,7 @@ from streams.profiles import (
     new_profile,
 )
 from streams.records import (
+    Erase,
     Rejected,
     RunRequest,
     loads_object,
@@ -54,7 +54,7 @@ from streams.records import (
     parse_counter_total,
     parse_new_user,
     parse_page_time,
-    parse_reassign,
+    parse_user_command,
 )
 from streams.serving import assign, observe_metric, serving
 from streams.users import mirror, row_partition, users_table
@@ -137,6 +137,7 @@ class _Batch:
         self.letters: list[tuple[bytes | None, bytes, int]] = []
         self.weight = 0
         self.reassign = False
+        self.erased: dict[bytes, str] = {}  # key -> erasure id
         self.new_metric: list[float] = []
 
     def profile(self, record: Any, event: Any) -> dict[str, Any] | None:
@@ -182,11 +183,14 @@ class _Batch:
 
     async def command(self, record: Any) -> None:
         try:
-            command = parse_reassign(loads_object(record.value or b"", settings.max_payload_bytes))
+            obj = loads_object(record.value or b"", settings.max_payload_bytes)
+            command = parse_user_command(obj)
         except Rejected as exc:
             self.letters.append(letter(record, f"bad user command: {exc}"))
             return
-        if command.model != CLUSTERING:
+        if isinstance(command, Erase):
+            self.erase(record, command)
+        elif command.model != CLUSTERING:
             self.letters.append(letter(record, f"unknown model {command.model[:40]!r}"))
         elif await serving.wait_version(command.version):
             self.reassign = True
@@ -194,6 +198,26 @@ class _Batch:
             self.letters.append(
                 letter(record, f"model version {command.version} was never served here")
             )
+
+
+    def erase(self, record: Any, command: Erase) -> None:
+        """Erase the user after this batch's events (a profile the batch made goes too)."""
+        key = command.user_id.encode()
+        if row_partition(key) != self.partition:
+            reason = f"erase: the user's row is not in partition {record.partition}"
+            self.letters.append(letter(record, reason))
+        else:
+            self.erased[key] = command.erasure_id
+
+    async def finish_erasures(self) -> list[tuple[bytes, None]]:
+        """Tombstones for the erased users: their assignments now, their rows returned for the
+        batch's row write; their Redis keys deleted, the demo's list forgets them."""
+        for key in self.erased:
+            self.profiles.pop(key, None)
+            recent_users.pop(key.decode(), None)
+            mirror.stage_delete(mirror.user_key(key.decode()), self.partition)
+        await batch_producer.send_routed(ASSIGNMENTS, [(k, None, 0) for k in self.erased])
+        return [(key, None) for key in self.erased]
 
 
 async def _apply_records(partition: int, records: list[Any], touched: list[dict[str, Any]]) -> int:
@@ -224,8 +248,13 @@ async def _apply_records(partition: int, records: list[Any], touched: list[dict[
     await batch_producer.send_keyed(
         ASSIGNMENTS, [(a["user_id"].encode(), json.dumps(a).encode()) for a in changed]
     )
-    await write_rows(users_table, partition, written)
+    erased = await batch.finish_erasures()
+    written = [(key, profile) for key, profile in written if key not in batch.erased]
+    await write_rows(users_table, partition, [*written, *erased])
     touched.extend(profile for _, profile in written)
+    if erased and serving.mixture is not None:
+        # The serving model's dashboard sample names users: a new one that does not.
+        await request_run(CLUSTERING, "erasure")
     return batch.weight
 
 
@@ -344,7 +373,9 @@ async def request_run(model: str, reason: str, requests: int = 1) -> None:
     `requests` counts the threshold crossings one increment made; the trainer coalesces them.
     """
     request = RunRequest(model=model, reason=reason, requests=requests, ts=time.time())
-    await control_topic.send(key=model.encode(), value=request.dumps())
+    # Sent now, not attached to the current event (Faust would hold it until the commit): a
+    # repeat after a crash is harmless, the trainer coalesces requests.
+    await control_topic.send(key=model.encode(), value=request.dumps(), force=True)
 
 
 @app.page("/counters")
@@ -376,21 +407,6 @@ async def read_json_body(request: Request) -> dict[str, Any]:
         if len(body) > limit:
             raise Rejected(f"payload too large: more than {limit} bytes")
     return loads_object(bytes(body), limit)
-
-
-async def produce_acknowledged(topic: faust.TopicT, key: bytes, value: bytes) -> str | None:
-    """Produce one record and wait until the broker acknowledged it; None, or why it was not
-    within SMARTSTREAM_INGEST_TIMEOUT_SECONDS (then the caller answers 503: an acknowledgement
-    promises a durable record)."""
-    try:
-        async with asyncio.timeout(settings.ingest_timeout_seconds):
-            delivered = await topic.send(key=key, value=value, force=True)
-            await delivered
-    except TimeoutError:
-        return f"the broker did not acknowledge within {settings.ingest_timeout_seconds} s"
-    except KafkaError as exc:
-        return f"the broker refused the record: {type(exc).__name__}"
-    return None
 
 
 class _Ingest(View):

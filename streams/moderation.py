@@ -59,7 +59,13 @@ from streams.records import (
     parse_training_example,
 )
 from streams.serving import CLUSTERING
-from streams.trainer import in_helper_process, publish_model, read_latest, register
+from streams.trainer import (
+    forget_history,
+    in_helper_process,
+    publish_model,
+    read_latest,
+    register,
+)
 from streams.users import mirror, row_partition
 
 log = logging.getLogger(__name__)
@@ -510,6 +516,7 @@ async def training_data(name: str) -> tuple[list[str], list[bool], int, int]:
 def make_run(name: str) -> Any:
     async def run_retrain(reason: str) -> None:
         serving = filters[name]
+        erasures = retrainers[name].erasures  # requested before the training data is read
         texts, labels, n_pre, n_rev = await training_data(name)
         if len(set(labels)) < 2:
             raise ValueError(f"filter {name!r} needs spam and ham examples (pretrain it first)")
@@ -528,6 +535,9 @@ def make_run(name: str) -> Any:
         }
         await publish_model(document)
         serving.load(document)
+        if erasures:  # earlier versions learnt from erased comments
+            await forget_history(f"spam:{name}", version)
+            retrainers[name].erasures -= erasures
         cv = serving.current["cross_validation"] if serving.current else None
         log.warning(
             "spam filter %s v%d (%s): %d texts (%d pretraining, %d reviewed); %s",

@@ -61,11 +61,15 @@ class Trainer:
     last: float | None = None
     last_error: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Erasure requests not yet served by a run (streams.moderation forgets the history then).
+    erasures: int = 0
     jobs: deque[tuple[str, Job]] = field(default_factory=deque)
     # Set by streams.lifecycle: rollback(version, control record) republishes that version.
     rollback: Callable[[int, Any], Awaitable[None]] | None = None
 
     def request(self, reason: str) -> None:
+        if reason == "erasure":  # the run must also forget what the erased user gave it
+            self.erasures += 1
         if self.running:
             self.pending = True
         else:
@@ -172,14 +176,32 @@ async def publish_model(document: dict[str, Any]) -> None:
     `models`, and wait until the broker acknowledged both: only then may the trainer serve it
     and send commands that name its version. Archived first, so whatever version served can be
     rolled back to."""
-    value = dumps_json(document, strict=True)
     name, version = document["name"], document["version"]
-    for topic, key in ((versions_topic, f"{name}@{version}"), (models_topic, name)):
-        delivered = await topic.send(key=key.encode(), value=value, force=True)
-        await delivered
+    for topic, key, doc in (
+        (versions_topic, f"{name}@{version}", archived(document)),
+        (models_topic, name, document),
+    ):
+        value = dumps_json(doc, strict=True)
+        await (await topic.send(key=key.encode(), value=value, force=True))
     if version > HISTORY_VERSIONS:
         expired = f"{name}@{version - HISTORY_VERSIONS}".encode()
         await batch_producer.send(versions_topic.get_topic_name(), 0, [(expired, None)])
+
+
+def archived(document: dict[str, Any]) -> dict[str, Any]:
+    """A document as the history keeps it: without the dashboard's sample, which names users
+    (it stays on `models` only, where the next version replaces it, so an erased user does not
+    live on in old versions)."""
+    return {**document, "sample": None} if document.get("sample") else document
+
+
+async def forget_history(name: str, version: int) -> None:
+    """Delete (tombstone) the archived versions of `name` before `version`: after an erasure
+    they hold what the erased user wrote, and no rollback may bring it back."""
+    old = range(max(1, version - HISTORY_VERSIONS), version)
+    tombstones = [(f"{name}@{v}".encode(), None) for v in old]
+    await batch_producer.send(versions_topic.get_topic_name(), 0, tombstones)
+    log.warning("%s: versions before v%d deleted from the history (erasure)", name, version)
 
 
 _pool: ProcessPoolExecutor | None = None

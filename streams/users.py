@@ -10,19 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Set
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Set
 from typing import Any
 
 import redis.asyncio as aioredis
 from faust.types import TP
 from faust.web import Request, Response, View
-from kafka.partitioner.default import murmur2
 from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
 from streams import topics as t
 from streams.app import app, settings
 from streams.auth import Role, requires
+from streams.erasure import erase_view
 from streams.profiles import public_view
 from streams.records import dumps_json
 
@@ -44,8 +44,9 @@ RESYNC_SLICE = 2_000
 Rows = list[tuple[int, dict[str, Any]]]
 # Called with the partitions to walk (None: all this worker owns); yields slices of rows.
 ResyncSource = Callable[[Set[int] | None], AsyncIterator[Rows]]
-# A pending value and the partition it belongs to (None: not a user's, always written).
-Entry = tuple[int | None, bytes]
+# A pending value (None: delete the key) and the partition it belongs to (None: not a user's,
+# always written).
+Entry = tuple[int | None, bytes | None]
 
 
 class RedisMirror:
@@ -66,11 +67,11 @@ class RedisMirror:
         max_pending: int = 200_000,
         chunk_size: int = 1_000,
         resync_source: ResyncSource | None = None,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.prefix = prefix
-        self.client = (
-            aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
-        )
+        options = {"socket_timeout": 2, "socket_connect_timeout": 2, **(client_options or {})}
+        self.client = aioredis.from_url(url, **options) if url else None
         self.max_pending = max_pending
         self.chunk_size = chunk_size
         self.resync_source = resync_source
@@ -122,6 +123,11 @@ class RedisMirror:
         """Stage a value of no partition (a model's): always written."""
         if self.client is not None:
             self.pending[f"{self.prefix}{key}"] = (None, json.dumps(value).encode())
+
+    def stage_delete(self, key: str, partition: int | None = None) -> None:
+        """Stage the deletion of `key` (an erased user's): it replaces any pending value."""
+        if self.client is not None:
+            self.pending[key] = (partition, None)
 
     def _put_rows(self, rows: Iterable[tuple[int | None, dict[str, Any]]]) -> None:
         pending = self.pending
@@ -229,7 +235,10 @@ class RedisMirror:
         assert self.client is not None
         pipe = self.client.pipeline(transaction=False)
         for key, (_, value) in chunk:
-            pipe.set(key, value)
+            if value is None:
+                pipe.delete(key)
+            else:
+                pipe.set(key, value)
         await pipe.execute()
         for key, entry in chunk:
             if self.pending.get(key) is entry:  # else a newer value was staged meanwhile
@@ -280,7 +289,7 @@ class RedisMirror:
 def row_partition(key: bytes) -> int:
     """The partition of a key's row (users and comments alike): the producers' default
     (murmur2) partitioner, as Faust and kafka-python use it."""
-    return (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+    return t.key_partition(key, settings.partitions)
 
 
 def assigned_user_partitions() -> set[int]:
@@ -307,7 +316,12 @@ async def owned_rows(partitions: Set[int] | None = None) -> AsyncIterator[Rows]:
         await asyncio.sleep(0)
 
 
-mirror = RedisMirror(settings.redis_url, settings.redis_prefix, resync_source=owned_rows)
+mirror = RedisMirror(
+    settings.redis_url,
+    settings.redis_prefix,
+    resync_source=owned_rows,
+    client_options=settings.redis_options(),  # the CA of a rediss:// server
+)
 REDIS_BACKLOG = Gauge("smartstream_redis_backlog", "Values waiting to be written to Redis")
 REDIS_BACKLOG.set_function(lambda: len(mirror.pending))
 
@@ -341,3 +355,8 @@ class UserView(View):
         if profile is None:
             return self.json({"error": f"unknown user {user_id!r}"}, status=404)
         return self.json(public_view(profile))
+
+    @requires(Role.ADMIN)
+    async def delete(self, request: Request, user_id: str) -> Response:
+        """Erase the user (streams.erasure): 202 once the commands are durable."""
+        return await erase_view(self, request, user_id)

@@ -79,7 +79,11 @@ def test_acknowledged_means_durable_when_the_broker_stops(stack: Stack) -> None:
         start_broker(directory, stack.env["SMARTSTREAM_KAFKA_BOOTSTRAP"])
     assert 503 in during, during
     assert set(during) <= {204, 503}, during
-    wait_for(lambda: post(f"after{len(answers)}") == 204, 120, "a 204 once the broker is back")
+    try:
+        wait_for(lambda: post(f"after{len(answers)}") == 204, 120, "a 204 once the broker is back")
+    except AssertionError as exc:
+        status = worker.proc.poll()
+        raise AssertionError(f"{exc}; worker exit {status}:\n{worker.tail(80)}") from None
 
     # Every acknowledged event is in the table exactly once; an unacknowledged one may or may
     # not have reached the broker (the client would retry it), but never twice.

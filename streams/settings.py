@@ -33,6 +33,8 @@ class Settings:
     # batches, so changelog producers must send one record per batch for exact recovery.
     kafka_embedded: bool = False
     redis_url: str = ""
+    # The CA that signs a rediss:// server's certificate (empty: the system's CAs).
+    redis_ssl_cafile: str = ""
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     topic_prefix: str = ""
@@ -144,6 +146,13 @@ class Settings:
         if self.kafka_ssl_cafile:
             cfg["ssl_cafile"] = self.kafka_ssl_cafile
         return cfg
+
+    def redis_options(self) -> dict[str, Any]:
+        """redis-py client options beyond the URL: the CA file, for rediss:// URLs only (a plain
+        connection refuses TLS options)."""
+        if self.redis_ssl_cafile and self.redis_url.startswith("rediss://"):
+            return {"ssl_ca_certs": self.redis_ssl_cafile}
+        return {}
 
     def aiokafka_config(self) -> dict[str, Any]:
         """Connection settings for aiokafka clients (the worker's own producer and readers)."""

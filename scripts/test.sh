@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 
 t0=$(date +%s)
-bash "$root/scripts/setup-venv.sh" dev,embedded
+bash "$root/scripts/setup-venv.sh" test
 py="$root/.venv/bin/python"
 echo "== python environment ready in $(( $(date +%s) - t0 )) s"
 

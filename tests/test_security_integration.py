@@ -39,8 +39,9 @@ from kafka.admin import (
     ResourcePattern,
     ResourcePatternFilter,
     ResourceType,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
 )
-from kafka.admin._users import ScramMechanism, UserScramCredentialUpsertion
 from kafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
 from producers.population import generate

@@ -156,6 +156,9 @@ def run_demo(port: int, users: int, rate: float, verbose: bool = False) -> int:
     env = dict(os.environ)
     env["SMARTSTREAM_WEB_PORT"] = str(port)
     env.setdefault("SMARTSTREAM_DATA_DIR", str(run_dir / "data"))
+    # Doubtful comments wait for a moderator on /moderation (off by default in a worker).
+    env.setdefault("SMARTSTREAM_MODERATION_PENDING_LOW", "0.35")
+    env.setdefault("SMARTSTREAM_MODERATION_PENDING_HIGH", "0.65")
     if not verbose:
         console.say(f"SmartStream demo: logs in {console.shown('')}")
     try:
@@ -213,6 +216,7 @@ def banner(base: str) -> str:
         ("dashboard", "dashboard"),
         ("demo site", "pages/A/1"),
         ("comments page", "pages/comments/1"),
+        ("moderation", "moderation"),
         ("a user", "users/1"),
         ("clusters", "clusters"),
         ("counters", "counters"),

@@ -76,7 +76,7 @@ def quality(texts: list[str], labels: np.ndarray, sources: list[str]) -> None:
 
 
 async def generate(
-    settings: Any, texts: list[str], rate: float, seconds: float
+    settings: Any, texts: list[str], rate: float, seconds: float, ids: str = "b"
 ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """Produce comments at `rate`/s while reading `comment-labels` live. Returns each comment's
     send time and its label's (decision ts, receive time).
@@ -122,7 +122,7 @@ async def generate(
             delay = start + i / rate - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            cid = f"b{i}"
+            cid = f"{ids}{i}"
             value = encode({"comment_id": cid, "text": texts[i % len(texts)], "ts": time.time()})
             sent[cid] = time.time()
             futures.append(await producer.send(settings.topic("comments"), value, cid.encode()))
@@ -136,10 +136,52 @@ async def generate(
     return sent, labelled
 
 
-def latency(path: str, rate: float, seconds: float) -> None:
+def report(name: str, rate: float, seconds: float, sent: dict, labelled: dict) -> None:
+    decision = np.array([ts - sent[k] for k, (ts, _) in labelled.items()]) * 1000
+    end_to_end = np.array([got - sent[k] for k, (_, got) in labelled.items()]) * 1000
+    print(
+        f"{name} at {rate:.0f} comments/s for {seconds:.0f} s: "
+        f"{len(labelled)} of {len(sent)} labelled",
+        flush=True,
+    )
+    for what, lat in (("decision (label ts)", decision), ("end to end (label read)", end_to_end)):
+        print(
+            f"  {what}: p50 {np.percentile(lat, 50):.1f} ms, "
+            f"p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms",
+            flush=True,
+        )
+
+
+def wait_for_filter(port: int) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/spam-filters/comments") as r:
+                if json.load(r)["version"] >= 1:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the worker's filter was not trained within 300 s")
+
+
+def series(name: str, settings: Any, texts: list[str], args: argparse.Namespace) -> None:
+    """A warm-up run, then `runs` measured runs, each with fresh comment ids."""
+    for run in range(args.runs + 1):
+        seconds = args.warmup if run == 0 else args.seconds
+        sent, labelled = asyncio.run(
+            generate(settings, texts, args.rate, seconds, f"{name[:3]}{run}-")
+        )
+        report(f"{name} {'warm-up' if run == 0 else f'run {run}'}", args.rate, seconds, sent,
+               labelled)
+
+
+def latency(path: str, args: argparse.Namespace) -> None:
     """Comments produced at `rate`/s into a worker with a pretrained filter: the decision
     latency (the label's ts minus the send time) and the end-to-end latency (the label read back
-    from `comment-labels` by a live consumer, minus the send time)."""
+    from `comment-labels` by a live consumer, minus the send time); a warm-up run, then `runs`
+    runs. With --raw, the same runs against a raw aiokafka consume-label-produce loop with the
+    same model on the same broker (the worker stopped), the floor to compare with."""
     from streams.settings import Settings
     from streams.topics import delete_prefixed_topics, ensure_topics
 
@@ -162,6 +204,7 @@ def latency(path: str, rate: float, seconds: float) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    raw = None
     try:
         subprocess.run(
             [sys.executable, "-m", "streams.cli", "pretrain", "--filter", "comments", path],
@@ -169,37 +212,67 @@ def latency(path: str, rate: float, seconds: float) -> None:
             check=True,
             capture_output=True,
         )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen("http://127.0.0.1:6099/spam-filters/comments") as r:
-                    if json.load(r)["version"] >= 1:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.5)
+        wait_for_filter(6099)
         texts = [item.text for item in load_youtube(path)]
-        sent, labelled = asyncio.run(generate(settings, texts, rate, seconds))
-        decision = np.array([ts - sent[k] for k, (ts, _) in labelled.items()]) * 1000
-        end_to_end = np.array([got - sent[k] for k, (_, got) in labelled.items()]) * 1000
-        print(
-            f"latency at {rate:.0f} comments/s for {seconds:.0f} s: "
-            f"{len(labelled)} of {len(sent)} labelled",
-            flush=True,
-        )
-        for name, lat in (
-            ("decision (label ts)", decision),
-            ("end to end (label read)", end_to_end),
-        ):
-            print(
-                f"  {name}: p50 {np.percentile(lat, 50):.1f} ms, "
-                f"p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms",
-                flush=True,
-            )
+        preset = settings.spam_filter_presets["comments"]
+        series(f"SmartStream worker ({preset} filter)", settings, texts, args)
+        if args.raw:
+            worker.terminate()
+            worker.wait(30)
+            raw = subprocess.Popen([sys.executable, __file__, "--raw-loop"], env=env)
+            time.sleep(3)  # the raw loop's start-up (its model read), not measured
+            series(f"raw aiokafka loop ({preset} filter)", settings, texts, args)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        for proc in (worker, raw):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
         delete_prefixed_topics(settings)
+
+
+async def raw_loop() -> None:
+    """The floor: consume `comments` from their end, label each fetch with one vectorised call
+    of the same published model, produce the labels (acks=all), nothing else."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from streams.settings import Settings
+
+    settings = Settings.from_env()
+    reader = AIOKafkaConsumer(enable_auto_commit=False, **settings.aiokafka_config())
+    await reader.start()
+    models = TopicPartition(settings.topic("models"), 0)
+    reader.assign([models])
+    await reader.seek_to_beginning(models)
+    end = (await reader.end_offsets([models]))[models]
+    document = None
+    while await reader.position(models) < end:
+        for records in (await reader.getmany(timeout_ms=1000)).values():
+            for r in records:
+                if r.key == b"spam:comments" and r.value:
+                    document = json.loads(r.value)
+    model = SpamFilter.from_dict(document["model"])
+    comments = settings.topic("comments")
+    tps = [TopicPartition(comments, p) for p in range(settings.partitions)]
+    reader.assign(tps)
+    await reader.seek_to_end(*tps)
+    producer = AIOKafkaProducer(linger_ms=0, acks="all", **settings.aiokafka_config())
+    await producer.start()
+    labels = settings.topic("comment-labels")
+    while True:
+        for records in (await reader.getmany(timeout_ms=100)).values():
+            values = [json.loads(r.value) for r in records]
+            is_spam, scores = model.predict_with_scores([v["text"] for v in values])
+            now = time.time()
+            sends = [
+                await producer.send(
+                    labels,
+                    json.dumps({"comment_id": v["comment_id"], "is_spam": bool(spam),
+                                "score": float(score), "ts": now}).encode(),
+                    r.key,
+                )
+                for r, v, spam, score in zip(records, values, is_spam, scores, strict=True)
+            ]
+            await asyncio.gather(*sends)
 
 
 def main() -> None:
@@ -210,6 +283,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--runs", type=int, default=3, help="measured runs after the warm-up")
+    parser.add_argument("--warmup", type=float, default=30, help="seconds of the warm-up run")
+    parser.add_argument("--raw", action="store_true", help="also the raw aiokafka loop")
+    parser.add_argument("--raw-loop", action="store_true", help=argparse.SUPPRESS)
+    if "--raw-loop" in sys.argv:
+        asyncio.run(raw_loop())
+        return
     args = parser.parse_args()
     items = load_youtube(args.youtube)
     texts = [i.text for i in items]
@@ -218,7 +298,7 @@ def main() -> None:
     if not args.skip_quality:
         quality(texts, labels, [i.source for i in items])
     if args.latency:
-        latency(args.youtube, args.rate, args.seconds)
+        latency(args.youtube, args)
 
 
 if __name__ == "__main__":

@@ -60,5 +60,6 @@ class SmartStreamProducer:
     def flush(self, timeout: float | None = 30) -> None:
         self.producer.flush(timeout)
 
-    def close(self) -> None:
-        self.producer.close()
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and close; `timeout` bounds the wait for records the broker has not taken."""
+        self.producer.close(timeout=timeout)

@@ -9,6 +9,7 @@ sees the URLs, not a hundred lines of start-up.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
@@ -148,6 +149,7 @@ def run_demo(port: int, users: int, rate: float, verbose: bool = False) -> int:
     # SIGTERM (a supervisor, `timeout`) stops everything as Ctrl-C does: without it the demo
     # exited and left its worker and broker running.
     signal.signal(signal.SIGTERM, _interrupt)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: where is it?
     run_dir = Path("run/demo").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     console = Console(run_dir, verbose)
@@ -300,7 +302,7 @@ def simulate_until_interrupted(
         stop.set()
         if thread.is_alive():
             thread.join(5)
-        producer.close()
+        producer.close(timeout=5)  # bounded: Ctrl-C must stop the demo whatever the broker does
 
 
 STATUS_EVERY_S = 10.0  # when stdout is not a terminal (a log, a pipe): one line per 10 s

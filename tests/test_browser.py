@@ -291,7 +291,7 @@ def test_dashboard_asks_for_the_admin_token_and_sends_it_only_in_a_header(
     token = "adm-" + stack.prefix
     stack.env.update(SMARTSTREAM_ADMIN_TOKEN=token, SMARTSTREAM_API_TOKEN="srv-" + stack.prefix)
     worker = stack.start_worker()
-    page = browser.new_page()
+    page = browser.new_page(bypass_csp=True)
     sent: list[tuple[str, str | None]] = []
     page.on("request", lambda r: sent.append((r.url, r.headers.get("authorization"))))
     page.goto(worker.url + "/dashboard")
@@ -301,7 +301,7 @@ def test_dashboard_asks_for_the_admin_token_and_sends_it_only_in_a_header(
     page.click("#login button")
     page.wait_for_function("window.dashboardData && window.dashboardData.ready", timeout=20000)
     # Once given as a fragment (never sent), the token is kept and the address forgets it.
-    second = browser.new_page()
+    second = browser.new_page(bypass_csp=True)
     second.on("request", lambda r: sent.append((r.url, r.headers.get("authorization"))))
     second.goto(f"{worker.url}/dashboard#token={token}")
     second.wait_for_function("window.dashboardData && window.dashboardData.ready", timeout=20000)

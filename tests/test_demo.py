@@ -14,6 +14,7 @@ import subprocess
 import sys
 import termios
 import threading
+import time
 import tty as tty_module
 import uuid
 from collections.abc import Iterator
@@ -125,7 +126,15 @@ class Demo:
     def interrupt(self) -> int:
         """Ctrl-C (SIGINT to the demo alone, as a terminal sends it to the foreground job)."""
         self.proc.send_signal(signal.SIGINT)
-        code = self.proc.wait(90)
+        try:
+            code = self.proc.wait(90)
+        except subprocess.TimeoutExpired:  # say where it hangs: faulthandler's dump on SIGUSR1
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)  # the dump's time to reach stderr, not a synchronisation
+            self.kill()
+            raise AssertionError(
+                "the demo did not stop:\n" + self.proc.stderr.read().decode(errors="replace")
+            ) from None
         self.stderr = self.proc.stderr.read()
         return code
 

@@ -9,6 +9,10 @@
 4. Naive Faust agent (--naive, bench/naive_app.py): group_by + one table write per event; and
    the ceiling of Faust's per-message path: an agent that does nothing with its events.
 5. Memory per 100k users (--memory): RSS growth of a worker holding U users, memory vs rocksdb.
+6. Peers (--peers, needs `pip install '.[bench]'`): a raw librdkafka consumer (confluent-kafka)
+   + orjson, and the same job written with Quix Streams (bench/quix_job.py) with its memory and
+   its RocksDB store, beside SmartStream with each store (Redis mirror on when
+   SMARTSTREAM_REDIS_URL is set; Quix writes no Redis), best of --rounds, printing the ratios.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +78,79 @@ async def raw_consumer_rate(settings: Settings, events: int) -> float:
     finally:
         await consumer.stop()
     return events / (time.perf_counter() - start)  # type: ignore[operator]
+
+
+def librdkafka_consumer_rate(settings: Settings, events: int) -> float:
+    """The raw librdkafka floor: confluent-kafka's batch consume + orjson, from offset 0."""
+    import orjson
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": ",".join(settings.bootstrap_servers),
+            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([settings.topic("page-times")])
+    seen, start = 0, None
+    try:
+        while seen < events:
+            for message in consumer.consume(num_messages=10000, timeout=1.0):
+                if message.error():
+                    continue
+                if start is None:
+                    start = time.perf_counter()
+                orjson.loads(message.value())
+                seen += 1
+    finally:
+        consumer.close()
+    return events / (time.perf_counter() - start)  # type: ignore[operator]
+
+
+def quix_rate(settings: Settings, events: int, store: str) -> float:
+    """The Quix Streams job (bench/quix_job.py) on the backlog with `store` (memory|rocksdb)."""
+    group = f"{settings.topic_prefix}quix-{store}-{uuid.uuid4().hex[:4]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, str(ROOT / "bench" / "quix_job.py")]
+        command += [",".join(settings.bootstrap_servers), settings.topic("page-times")]
+        command += [str(events), store, tmp, group]
+        try:
+            out = subprocess.run(
+                command, capture_output=True, text=True, timeout=900, check=True
+            ).stdout
+        finally:
+            delete_prefixed_topics(replace(settings, topic_prefix=f"changelog__{group}"))
+    return float(json.loads(out.strip().splitlines()[-1])["events_per_s"])
+
+
+def run_peers(settings: Settings, prefix: str, events: int, rounds: int) -> None:
+    """Every consumer on the same backlog, best of `rounds`, with the ratios the issue asks."""
+    best: dict[str, float] = defaultdict(float)
+    for _ in range(rounds):
+        best["raw aiokafka + json.loads"] = max(
+            best["raw aiokafka + json.loads"], asyncio.run(raw_consumer_rate(settings, events))
+        )
+        best["raw librdkafka + orjson"] = max(
+            best["raw librdkafka + orjson"], librdkafka_consumer_rate(settings, events)
+        )
+        for store in ("memory", "rocksdb"):
+            name = f"Quix Streams {store}"
+            best[name] = max(best[name], quix_rate(settings, events, store))
+            with tempfile.TemporaryDirectory() as tmp:
+                env, port = worker_env(prefix, f"{store}://", tmp)
+                rate = run_worker(env, port, events)["events_per_s"]
+            best[f"SmartStream {store}"] = max(best[f"SmartStream {store}"], rate)
+        print("  ".join(f"{k}: {v:,.0f}" for k, v in best.items()), flush=True)
+    mirror = "on" if os.environ.get("SMARTSTREAM_REDIS_URL") else "off"
+    raw = best["raw aiokafka + json.loads"]
+    print(f"best of {rounds} (SmartStream Redis mirror {mirror}; Quix writes no Redis):")
+    for name, rate in best.items():
+        print(f"  {name:28} {rate:>9,.0f} events/s  {rate / raw:.3f} of raw aiokafka")
+    for store in ("memory", "rocksdb"):
+        ratio = best[f"SmartStream {store}"] / best[f"Quix Streams {store}"]
+        print(f"  SmartStream / Quix Streams, {store} store: {ratio:.2f}x", flush=True)
 
 
 def processed(port: int) -> int:
@@ -167,6 +246,10 @@ def main() -> None:
     parser.add_argument("--store", default="memory://")
     parser.add_argument("--memory", action="store_true", help="also measure RSS per 100k users")
     parser.add_argument("--naive", action="store_true", help="also run the naive Faust agent")
+    parser.add_argument(
+        "--peers", action="store_true", help="raw librdkafka and Quix Streams beside SmartStream"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="best of (with --peers)")
     args = parser.parse_args()
     base = Settings.from_env()
     prefix = f"bench{uuid.uuid4().hex[:6]}-"
@@ -180,6 +263,9 @@ def main() -> None:
     try:
         rate = produce(settings, args.events, args.users)
         print(f"produced at {rate:,.0f} events/s (kafka-python)", flush=True)
+        if args.peers:
+            run_peers(settings, prefix, args.events, args.rounds)
+            return
         raw = asyncio.run(raw_consumer_rate(settings, args.events))
         print(f"raw aiokafka consumer + json.loads: {raw:,.0f} events/s", flush=True)
         with tempfile.TemporaryDirectory() as tmp:

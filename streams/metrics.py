@@ -33,7 +33,6 @@ from streams.app import (
     page_times_topic,
     produce_acknowledged,
     settings,
-    write_rows,
 )
 from streams.auth import Role, json_body, requires
 from streams.deadletters import letter, send_dead_letter, send_letters
@@ -57,7 +56,7 @@ from streams.records import (
     parse_user_command,
 )
 from streams.serving import assign, observe_metric, serving
-from streams.users import mirror, row_partition, users_table
+from streams.users import load_row, mirror, row_partition, users_table, write_users
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,6 @@ async def process_user_records(partition: int, records: list[Any]) -> None:
     for topic, count in Counter(r.topic for r in records).items():
         EVENTS.labels(topic=topic).inc(count)
     remember_users([p["user_id"] for p in touched[-RECENT_USERS:]])
-    mirror.stage_users(touched, partition)
     mirror.flush_soon()
     LAST_EVENT.set(time.time())
     BATCH_SECONDS.labels(agent="users").observe(time.perf_counter() - start)
@@ -148,7 +146,7 @@ class _Batch:
         if profile is not None:
             return profile
         if key not in self.foreign and row_partition(key) == self.partition:
-            profile = users_table.data.get(key) or new_profile(event.user_id)
+            profile = load_row(key, self.partition) or new_profile(event.user_id)
             self.profiles[key] = profile
             return profile
         self.foreign.add(key)
@@ -250,7 +248,7 @@ async def _apply_records(partition: int, records: list[Any], touched: list[dict[
     )
     erased = await batch.finish_erasures()
     written = [(key, profile) for key, profile in written if key not in batch.erased]
-    await write_rows(users_table, partition, [*written, *erased])
+    await write_users(partition, written, erased)
     touched.extend(profile for _, profile in written)
     if erased and serving.mixture is not None:
         # The serving model's dashboard sample names users: a new one that does not.

@@ -7,9 +7,10 @@ skips what the profile already holds, so an event never counts twice in its user
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
-from streams.records import PAGE_TYPES, NewUser, PageTime
+from streams.records import PAGE_TYPES, NewUser, PageTime, dumps_json
 
 TYPE_SUFFIXES = tuple(t.lower() for t in PAGE_TYPES)
 AVG_FIELDS = ("avg_time_pages", *(f"avg_time_pages_{s}" for s in TYPE_SUFFIXES))
@@ -25,6 +26,8 @@ PUBLIC_FIELDS = (
     "atypical",
     "model_version",
 )
+_PUBLIC = frozenset(PUBLIC_FIELDS)
+_public_values = itemgetter(*PUBLIC_FIELDS)
 
 
 def new_profile(user_id: str) -> dict[str, Any]:
@@ -83,3 +86,18 @@ def mark_applied(profile: dict[str, Any], topic: str, partition: int, offset: in
 def public_view(profile: dict[str, Any]) -> dict[str, Any]:
     """The contract's GET /users/{id} record (no internal bookkeeping)."""
     return {name: profile.get(name) for name in PUBLIC_FIELDS}
+
+
+def encode_row(profile: dict[str, Any]) -> tuple[bytes, bytes]:
+    """(the row's JSON, its public view's JSON) from one encoding of the public fields, the
+    row's bookkeeping appended: a hot path writes both per touched user (changelog and Redis),
+    and encoding was its largest cost (py-spy)."""
+    try:  # the C loops of itemgetter, zip and a set difference: the dict comprehensions over
+        # ~30 fields were half of the encoding's time
+        public = dumps_json(dict(zip(PUBLIC_FIELDS, _public_values(profile), strict=True)))
+    except KeyError:  # a row from before a public field existed
+        public = dumps_json(public_view(profile))
+    internal = {name: profile[name] for name in profile.keys() - _PUBLIC}
+    if not internal:
+        return public, public
+    return public[:-1] + b"," + dumps_json(internal)[1:], public

@@ -125,7 +125,22 @@ def quix_rate(settings: Settings, events: int, store: str) -> float:
     return float(json.loads(out.strip().splitlines()[-1])["events_per_s"])
 
 
-def run_peers(settings: Settings, prefix: str, events: int, rounds: int) -> None:
+def smartstream_rate(events: int, users: int, store: str) -> float:
+    """A worker on the same backlog (same seed) in a fresh prefix: the prefix names the
+    worker's consumer group and changelogs, so each run starts from offset 0 with no state."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}-"
+    settings = Settings.from_env({**os.environ, "SMARTSTREAM_TOPIC_PREFIX": prefix})
+    ensure_topics(settings)
+    try:
+        produce(settings, events, users)
+        with tempfile.TemporaryDirectory() as tmp:
+            env, port = worker_env(prefix, store, tmp)
+            return run_worker(env, port, events)["events_per_s"]
+    finally:
+        delete_prefixed_topics(settings)
+
+
+def run_peers(settings: Settings, events: int, users: int, rounds: int) -> None:
     """Every consumer on the same backlog, best of `rounds`, with the ratios the issue asks."""
     best: dict[str, float] = defaultdict(float)
     for _ in range(rounds):
@@ -138,9 +153,7 @@ def run_peers(settings: Settings, prefix: str, events: int, rounds: int) -> None
         for store in ("memory", "rocksdb"):
             name = f"Quix Streams {store}"
             best[name] = max(best[name], quix_rate(settings, events, store))
-            with tempfile.TemporaryDirectory() as tmp:
-                env, port = worker_env(prefix, f"{store}://", tmp)
-                rate = run_worker(env, port, events)["events_per_s"]
+            rate = smartstream_rate(events, users, f"{store}://")
             best[f"SmartStream {store}"] = max(best[f"SmartStream {store}"], rate)
         print("  ".join(f"{k}: {v:,.0f}" for k, v in best.items()), flush=True)
     mirror = "on" if os.environ.get("SMARTSTREAM_REDIS_URL") else "off"
@@ -264,7 +277,7 @@ def main() -> None:
         rate = produce(settings, args.events, args.users)
         print(f"produced at {rate:,.0f} events/s (kafka-python)", flush=True)
         if args.peers:
-            run_peers(settings, prefix, args.events, args.rounds)
+            run_peers(settings, args.events, args.users, args.rounds)
             return
         raw = asyncio.run(raw_consumer_rate(settings, args.events))
         print(f"raw aiokafka consumer + json.loads: {raw:,.0f} events/s", flush=True)

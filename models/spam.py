@@ -11,14 +11,19 @@ arrays): never pickle.
 from __future__ import annotations
 
 import base64
+import json
 import math
+import re
+import secrets
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
+from itertools import chain, repeat
+from operator import add, mul
 from typing import Any
 
 import numpy as np
 from scipy import sparse
+from scipy.special import expit
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -61,6 +66,16 @@ MAX_NGRAM = 10
 MAX_CODE_POINTS = 2**16
 MAX_TERM_CHARS = 10_000
 MAX_DEGREE = 10
+# Bounds on hostile input. Only the first MAX_TEXT_CHARS characters of a text are trained on and
+# scored, so one huge comment costs at most as much as that prefix. A fitted bag-of-words part
+# keeps at most MAX_FEATURES terms (the most frequent, as max_features does) and at most
+# MAX_PART_BYTES of JSON for its terms, idf and weights (the most documents first), so
+# retraining on hostile reviews cannot grow a document past streams.topics.MODEL_MAX_BYTES
+# (32 MiB; a filter has at most two parts).
+MAX_TEXT_CHARS = 5_000
+MAX_FEATURES = 100_000
+MAX_PART_BYTES = 12 * 2**20
+_FLOAT_BYTES = 22  # two float64 (idf, weight) in base64: 2 x 32/3 characters, rounded up
 
 
 @dataclass(frozen=True)
@@ -172,9 +187,52 @@ class CodePoints(BaseEstimator, TransformerMixin):
         return out
 
 
+class _BoundedCounts(CountVectorizer):
+    """A CountVectorizer whose learnt vocabulary fits a model document: terms the loader
+    accepts (at most MAX_TERM_CHARS characters) within MAX_PART_BYTES of JSON, kept by document
+    frequency (then the cheapest first) when they do not all fit."""
+
+    def fit_transform(self, raw_documents: Any, y: Any = None) -> Any:
+        X = super().fit_transform(raw_documents)
+        if self.fixed_vocabulary_:
+            return X
+        terms = _terms(self)
+        keep = _affordable(terms, X)
+        if keep is None:
+            return X
+        if not keep.size:
+            raise ValueError("no term fits in a model document")
+        self.vocabulary_ = {terms[j]: i for i, j in enumerate(keep.tolist())}
+        return X[:, keep]
+
+
+class _BoundedTfidf(TfidfVectorizer, _BoundedCounts):
+    """TfidfVectorizer with _BoundedCounts' vocabulary (the method resolution order puts
+    _BoundedCounts between TfidfVectorizer and CountVectorizer, so TF-IDF learns its idf from
+    the bounded counts)."""
+
+
+def _affordable(terms: list[str], X: Any) -> np.ndarray | None:
+    """Columns kept within the byte budget (most documents first, then cheapest, then column
+    order), None when every term fits. 12 bytes per character bounds JSON's escapes (an
+    escaped surrogate pair), so exact sizes are computed only when that bound is over."""
+    chars = np.fromiter(map(len, terms), np.int64, len(terms))
+    bound = int((12 * chars + 3 + _FLOAT_BYTES).sum())
+    if chars.max(initial=0) <= MAX_TERM_CHARS and bound <= MAX_PART_BYTES:
+        return None
+    cost = np.fromiter((len(json.dumps(t)) + 1 for t in terms), np.int64, len(terms))
+    cost += _FLOAT_BYTES
+    cost[chars > MAX_TERM_CHARS] = MAX_PART_BYTES + 1
+    documents = np.bincount(X.indices, minlength=len(terms))
+    order = np.lexsort((cost, -documents))
+    fits = np.cumsum(cost[order]) <= MAX_PART_BYTES
+    return np.sort(order[fits])
+
+
 def _bow(config: SpamFilterConfig, analyzer: str, ngrams: tuple[int, int], **fixed: Any) -> Any:
-    cls = TfidfVectorizer if config.use_tfidf else CountVectorizer
+    cls = _BoundedTfidf if config.use_tfidf else _BoundedCounts
     word = analyzer == "word"
+    limit = config.max_features if word and config.max_features else MAX_FEATURES
     return cls(
         analyzer=analyzer,
         ngram_range=ngrams,
@@ -183,7 +241,7 @@ def _bow(config: SpamFilterConfig, analyzer: str, ngrams: tuple[int, int], **fix
         binary=config.binary,
         min_df=config.min_df if word else 1,
         max_df=config.max_df if word else 1.0,
-        max_features=config.max_features if word else None,
+        max_features=min(limit, MAX_FEATURES),
         stop_words=config.stop_words if word else None,
         dtype=np.float64,
         **fixed,
@@ -226,6 +284,12 @@ def build_pipeline(config: SpamFilterConfig) -> Pipeline:
     )
 
 
+def capped(texts: Any) -> list[str]:
+    """The first MAX_TEXT_CHARS characters of each text (what a filter learns from and scores:
+    a bound on one hostile comment's cost)."""
+    return [text[:MAX_TEXT_CHARS] for text in texts]
+
+
 def platt_fit(decision: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(a, b) of the Platt curve P(spam | d) = 1 / (1 + exp(-(a d + b))), by logistic regression
     of the labels on the decision values (almost unregularised).
@@ -240,9 +304,17 @@ def platt_fit(decision: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def calibrate(platt: tuple[float, float], decision: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-clip(a d + b, -50, 50))) with scipy's expit (libm's exp), for one or two
+    decision values (the hot path's usual batch) in plain Python, which gives the same bits."""
     a, b = platt
-    z = np.clip(a * decision + b, -50, 50)
-    return 1.0 / (1.0 + np.exp(-z))
+    if decision.size <= 2:
+        z = [min(max(a * d + b, -50.0), 50.0) for d in decision.tolist()]
+        return np.array([1.0 / (1.0 + math.exp(-x)) for x in z], dtype=np.float64)
+    z = np.multiply(decision, a)
+    z += b
+    np.minimum(z, 50.0, out=z)
+    np.maximum(z, -50.0, out=z)
+    return expit(z, out=z)
 
 
 @dataclass
@@ -278,8 +350,10 @@ class SpamFilter:
     scorer: _LinearScorer | None = field(default=None, repr=False, compare=False)
 
     def fit(self, texts: list[str], labels: list[bool] | np.ndarray) -> SpamFilter:
-        """Train, cross-validate (vectoriser inside the folds) and calibrate the scores."""
+        """Train, cross-validate (vectoriser inside the folds) and calibrate the scores, on the
+        texts' first MAX_TEXT_CHARS characters (what is scored)."""
         start = time.perf_counter()
+        texts = capped(texts)
         y = np.asarray(labels, dtype=int)
         if len(set(y.tolist())) < 2:
             raise ValueError("training data needs both spam and ham")
@@ -329,10 +403,12 @@ class SpamFilter:
         return cv, decision
 
     def decision_function(self, texts: list[str]) -> np.ndarray:
+        """Decision values of the texts' first MAX_TEXT_CHARS characters."""
         if self.classifier is None:
             raise RuntimeError("spam filter is not trained")
+        texts = capped(texts)
         if self.scorer is not None:
-            return np.fromiter(map(self.scorer.score, texts), dtype=np.float64, count=len(texts))
+            return self.scorer.decision(texts)
         return np.asarray(
             self.classifier.decision_function(self.vectoriser.transform(texts))
         ).ravel()
@@ -439,20 +515,34 @@ class SpamFilter:
 
 
 class _LinearScorer:
-    """Decision value of a linear SVM over bag-of-words parts, one text at a time from a table
-    term -> (weight x idf, idf).
+    """Decision values of a linear SVM over bag-of-words parts for a batch of texts: the
+    vocabulary columns of each text's n-grams, then the distinct (text, column) pairs weighted,
+    counted and l2-normalised with numpy.
 
-    Why: it equals ``classifier.decision_function(vectoriser.transform(texts))`` (tf or binary
-    counts, times idf, l2-normalised per part, dotted with the part's weights), but scikit-learn
-    spends ~0.3 ms per call on input validation and sparse set-up, most of the cost of labelling
-    the one or two comments a streaming fetch holds.
+    Why: it equals ``classifier.decision_function(vectoriser.transform(texts))``, but
+    scikit-learn spends ~0.3 ms per call on input validation and its analyzers build every
+    n-gram as a Python string (char_wb 1-5 grams: ~0.2 ms per comment). Here no Python code runs
+    per character or n-gram: n-grams are integer keys over a stream of symbol ids (characters
+    or word tokens) computed and looked up with numpy (_Ngrams). Columns are numbered from 1:
+    column 0 stands for an n-gram outside the vocabulary and weighs nothing.
     """
 
-    def __init__(
-        self, parts: list[tuple[Any, dict[str, tuple[float, float]], bool, bool]], intercept: float
-    ) -> None:
-        self.parts = parts  # (analyzer, term table, binary, l2-normalised)
+    def __init__(self, parts: list[_Part], intercept: float) -> None:
+        self.parts = parts
         self.intercept = intercept
+        sizes = [1] + [p.n_terms for p in parts]
+        self.width = sum(sizes)  # columns, with column 0
+        self.part_of = np.repeat(np.arange(len(sizes)) - 1, sizes).clip(0)  # column -> part
+        self.weight = np.concatenate([[0.0]] + [p.weight for p in parts])  # coef x idf
+        self.idf2 = np.concatenate([[0.0]] + [p.idf for p in parts]) ** 2
+        # One text's path: a row per column, its weight and idf^2 in its part's two places
+        # (one cache line per column: the row gathers are most of that path's memory traffic).
+        self.rows = np.zeros((self.width, 2 * len(parts)))
+        self.rows[np.arange(self.width), 2 * self.part_of] = self.weight
+        self.rows[np.arange(self.width), 2 * self.part_of + 1] = self.idf2
+        self.ones = np.ones((2, 1024))  # _one's coefficients when binary
+        self.binary, self.l2 = parts[0].binary, parts[0].l2
+        self.preprocess = parts[0].preprocess  # the same for every part (one config)
 
     @classmethod
     def build(cls, vectoriser: Any, classifier: Any) -> _LinearScorer | None:
@@ -464,41 +554,399 @@ class _LinearScorer:
             vectorisers = [v for _, v in vectoriser.transformer_list]
         else:
             vectorisers = [vectoriser]
-        parts, offset = [], 0
-        for v in vectorisers:
-            if not isinstance(v, CountVectorizer):
-                return None
-            tfidf = isinstance(v, TfidfVectorizer)
-            if tfidf and (v.norm not in ("l2", None) or v.sublinear_tf):
-                return None
-            terms = _terms(v)
-            n = len(terms)
-            idf = v.idf_ if tfidf else np.ones(n)
-            w = coef[offset : offset + n]
-            table = dict(
-                zip(terms, zip((w * idf).tolist(), idf.tolist(), strict=True), strict=True)
-            )
-            parts.append((v.build_analyzer(), table, bool(v.binary), tfidf and v.norm == "l2"))
-            offset += n
-        if offset != len(coef):
+        if not all(map(_Part.supports, vectorisers)):
             return None
+        if sum(len(v.vocabulary_) for v in vectorisers) != len(coef):
+            return None
+        settings = {(type(v), v.binary, v.lowercase, v.strip_accents) for v in vectorisers}
+        kinds = [v.analyzer for v in vectorisers]
+        if len(settings) > 1 or len(set(kinds)) < len(kinds):
+            return None  # never from build_vectoriser: the parts share the config
+        parts, offset = [], 1
+        for v in vectorisers:
+            part_type = _WordPart if v.analyzer == "word" else _CharPart
+            parts.append(part_type(v, coef[offset - 1 :], offset))
+            offset += parts[-1].n_terms
         return cls(parts, intercept)
 
-    def score(self, text: str) -> float:
+    def decision(self, texts: list[str]) -> np.ndarray:
+        """One decision value per text (texts already capped at MAX_TEXT_CHARS)."""
+        pre = list(map(self.preprocess, texts))
+        if len(pre) <= 2:  # the worker's usual fetch: fewer numpy calls one text at a time
+            return np.array([self._one(self._columns([text])[1]) for text in pre])
+        text_of, cols = self._columns(pre)
+        assert text_of is not None
+        return self._batch(len(pre), text_of, cols)
+
+    def _columns(self, pre: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
+        """(text, column) of the batch's n-grams; the texts are None for a batch of one."""
+        found = [p.occurrences(pre) for p in self.parts]
+        cols = np.concatenate([col for _, col in found])
+        if len(pre) == 1:
+            return None, cols
+        return np.concatenate([text for text, _ in found]), cols
+
+    def _batch(self, n: int, text_of: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        n_parts = len(self.parts)
+        pairs = text_of * self.width + cols
+        if not pairs.size:
+            return np.full(n, self.intercept)
+        pairs.sort()
+        new = np.empty(pairs.size + 1, bool)
+        new[0] = new[-1] = True
+        np.not_equal(pairs[1:], pairs[:-1], out=new[1:-1])
+        bounds = new.nonzero()[0]
+        first = bounds[:-1]
+        text, col = np.divmod(pairs.take(first), self.width)
+        group = text * n_parts + self.part_of.take(col) if n_parts > 1 else text
+        weight = self.weight.take(col)
+        if not self.binary:
+            tf = bounds[1:] - first
+            weight *= tf
+        dot = np.bincount(group, weight, minlength=n * n_parts)
+        if self.l2:
+            squares = self.idf2.take(col)
+            if not self.binary:
+                squares *= tf * tf
+            norm = np.bincount(group, squares, minlength=n * n_parts)
+            np.sqrt(norm, out=norm)
+            np.divide(dot, norm, out=dot, where=norm > 0.0)
+        if n_parts > 1:
+            dot = dot.reshape(n, n_parts).sum(axis=1)
+        dot += self.intercept
+        return dot
+
+    def _one(self, cols: np.ndarray) -> float:
+        """One text's decision value: the rows of its distinct columns, summed per part with
+        their counts (weights) and squared counts (idf^2) as coefficients, ones if binary."""
+        if not cols.size:
+            return self.intercept
+        cols.sort()
+        new = np.empty(cols.size, bool)
+        new[0] = True
+        np.not_equal(cols[1:], cols[:-1], out=new[1:])
+        if self.binary:
+            distinct = cols[new]
+            if distinct.size > self.ones.shape[1]:
+                self.ones = np.ones((2, 2 * distinct.size))
+            tf = self.ones[:, : distinct.size]
+        else:
+            first = new.nonzero()[0]
+            distinct = cols.take(first)
+            tf = np.empty((2, first.size))
+            tf[0, :-1] = first[1:] - first[:-1]
+            tf[0, -1] = cols.size - first[-1]
+            np.multiply(tf[0], tf[0], out=tf[1])
+        sums = (tf @ self.rows.take(distinct, axis=0)).tolist()
         total = self.intercept
-        for analyze, table, binary, l2 in self.parts:
-            dot = squares = 0.0
-            for term, count in Counter(analyze(text)).items():
-                entry = table.get(term)
-                if entry is None:
-                    continue
-                tf = 1.0 if binary else float(count)
-                dot += tf * entry[0]
-                squares += (tf * entry[1]) ** 2
-            if l2 and squares > 0.0:
-                dot /= math.sqrt(squares)
-            total += dot
+        for dot, squares in zip(sums[0][0::2], sums[1][1::2], strict=True):
+            total += dot / math.sqrt(squares) if self.l2 and squares > 0.0 else dot
         return total
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: a key's slot is its product's top bits
+_BMP = 0x10000
+_SPILLED, _COLUMN = np.uint64(2**32), np.uint64(2**32 - 1)  # _KeyTable's column field
+# sklearn's whitespace normalisation of the char analyzers (`_white_spaces`): for char_wb it
+# changes nothing (str.split() splits on the same whitespace), for char it is applied as is.
+_WHITE_RUNS = re.compile(r"\s\s+")
+
+
+class _Part:
+    """One bag-of-words part of a linear filter: its columns' weights and the n-grams of a
+    batch of preprocessed texts that are in its vocabulary, as integer keys (_Ngrams)."""
+
+    ngrams: _Ngrams
+
+    def __init__(self, v: CountVectorizer, coef: np.ndarray, offset: int) -> None:
+        terms = _terms(v)
+        n = len(terms)
+        self.kind = v.analyzer
+        self.lo, self.hi = v.ngram_range
+        self.preprocess = v.build_preprocessor()
+        self.n_terms, self.offset = n, offset
+        tfidf = isinstance(v, TfidfVectorizer)
+        self.idf = np.asarray(v.idf_, np.float64) if tfidf else np.ones(n)
+        self.weight = coef[:n] * self.idf
+        self.binary = bool(v.binary)
+        self.l2 = tfidf and v.norm == "l2"
+        self._index(v, terms)
+
+    @staticmethod
+    def supports(v: Any) -> bool:
+        """Whether the scorer reproduces vectoriser `v` (ours always: default tokens, l2 or no
+        norm, plain tf)."""
+        if not isinstance(v, CountVectorizer) or v.analyzer not in ("word", "char", "char_wb"):
+            return False
+        if v.tokenizer is not None or v.preprocessor is not None or v.input != "content":
+            return False
+        if v.analyzer == "word" and v.token_pattern != r"(?u)\b\w\w+\b":
+            return False
+        tfidf = isinstance(v, TfidfVectorizer)
+        return not tfidf or (v.norm in ("l2", None) and v.use_idf and not v.sublinear_tf)
+
+    def _index(self, v: CountVectorizer, terms: list[str]) -> None:
+        """Build `ngrams` from the terms sklearn's analyzer can form."""
+        raise NotImplementedError
+
+    def occurrences(self, texts: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
+        """(text, column) of every occurrence of a vocabulary n-gram in the batch; the texts
+        are None for a batch of one."""
+        raise NotImplementedError
+
+
+class _WordPart(_Part):
+    """word n-grams: symbols are the tokens of sklearn's tokenizer (stop words removed before
+    n-grams are formed, as sklearn does); a term is its tokens joined by one space. A batch's
+    stream is each text's token ids followed by an unknown id. A short text alone computes the
+    same exact keys with map over Python ints and looks them up in a dict (numpy's per-call
+    cost is most of the work for a few dozen tokens)."""
+
+    SHORT = 200  # tokens
+
+    def _index(self, v: CountVectorizer, terms: list[str]) -> None:
+        self.tokenize = v.build_tokenizer()
+        tokens = [term.split(" ") for term in terms]
+        counts = np.fromiter(map(len, tokens), np.int64, len(terms))
+        columns = ((counts >= self.lo) & (counts <= self.hi)).nonzero()[0]
+        flat = list(chain.from_iterable(tokens[i] for i in columns))
+        self.vocabulary = {token: i for i, token in enumerate(dict.fromkeys(flat), 1)}
+        ids = np.fromiter(map(self.vocabulary.__getitem__, flat), np.uint64, len(flat))
+        self.ngrams = _Ngrams(ids, counts[columns], columns, len(self.vocabulary), self)
+        for word in v.get_stop_words() or ():
+            self.vocabulary[word] = 0  # dropped by ids()
+        self.unknown = self.ngrams.unknown
+        table = self.ngrams.table
+        self.by_key = dict(zip(table.all_keys().tolist(), table.all_cols().tolist(), strict=True))
+
+    def ids(self, tokens: list[str]) -> tuple[int, ...]:
+        """The tokens' ids (unknown for tokens no term has), stop words (id 0) dropped."""
+        return tuple(filter(None, map(self.vocabulary.get, tokens, repeat(self.unknown))))
+
+    def occurrences(self, texts: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
+        ids = [self.ids(self.tokenize(text)) for text in texts]
+        if len(ids) == 1 and len(ids[0]) <= self.SHORT and self.ngrams.exact:
+            return None, self._short(ids[0])
+        pieces = [(*text, self.unknown) for text in ids]
+        flat = chain(chain.from_iterable(pieces), repeat(0, self.hi - 1))
+        stream = np.fromiter(flat, np.uint64, sum(map(len, pieces)) + self.hi - 1)
+        where, cols = self.ngrams.columns(stream)
+        if len(texts) == 1:
+            return None, cols
+        return np.arange(len(texts)).repeat(list(map(len, pieces))).take(where), cols
+
+    def _short(self, ids: tuple[int, ...]) -> np.ndarray:
+        """The columns of one short text's n-grams: the keys _Ngrams computes, by map."""
+        base, grams, keys = int(self.ngrams.base), [], ids
+        if self.lo == 1:
+            grams.append(ids)
+        for n in range(2, self.hi + 1):
+            keys = list(map(add, map(mul, keys, repeat(base)), ids[n - 1 :]))
+            if n >= self.lo:
+                grams.append(keys)
+        return np.fromiter(map(self.by_key.get, chain.from_iterable(grams), repeat(0)), np.int64)
+
+
+class _CharPart(_Part):
+    """char and char_wb n-grams: symbols are code points (ids from a table for the Basic
+    Multilingual Plane, a sorted array beyond). char_wb streams each text's words, each padded
+    with a space on both sides, one after the other (" ab  cd "): a window that crosses words
+    holds two spaces, which no term sklearn forms holds. char streams each whitespace-normalised
+    text followed by a character outside the alphabet."""
+
+    def _index(self, v: CountVectorizer, terms: list[str]) -> None:
+        chars = np.fromiter(map(len, terms), np.int64, len(terms))
+        producible = (chars >= self.lo) & (chars <= self.hi)
+        first_n = self.lo
+        if self.kind == "char_wb":
+            producible &= np.fromiter(("  " not in t for t in terms), bool, len(terms))
+            if self.lo > 3:  # sklearn's short-word rule: a padded word shorter than lo is one
+                first_n = 3  # n-gram (words of 1..lo - 3 characters)
+                whole = np.fromiter(map(_padded_word, terms), bool, len(terms))
+                producible |= whole & (chars < self.lo)
+        columns = producible.nonzero()[0]
+        points = _code_points("".join([terms[i] for i in columns]))
+        alphabet = np.unique(points)
+        ids = np.searchsorted(alphabet, points).astype(np.uint64) + 1
+        self.ngrams = _Ngrams(ids, chars[columns], columns, alphabet.size, self, first_n)
+        symbol = np.arange(1, alphabet.size + 1, dtype=np.uint64)
+        near = alphabet < _BMP
+        self.bmp = np.full(_BMP + 1, self.ngrams.unknown, np.uint64)
+        self.bmp[alphabet[near]] = symbol[near]
+        self.astral, self.astral_ids = alphabet[~near], symbol[~near]
+        gaps = np.setdiff1d(np.arange(alphabet.size + 1), alphabet, assume_unique=True)
+        self.separator = chr(int(gaps[0]))
+
+    def symbols(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(character ids followed by the padding, the text of each character) of a batch."""
+        if self.kind == "char_wb":
+            pieces = [f" {'  '.join(words)} " if words else "" for words in map(str.split, texts)]
+        else:
+            pieces = [_WHITE_RUNS.sub(" ", text) + self.separator for text in texts]
+        points = _code_points("".join(pieces))
+        ids = np.zeros(points.size + self.hi - 1, np.uint64)
+        self.bmp.take(np.minimum(points, _BMP), out=ids[: points.size])
+        if self.astral.size and points.size and points.max() >= _BMP:
+            far = (points >= _BMP).nonzero()[0]
+            query = points[far]
+            at = np.minimum(np.searchsorted(self.astral, query), self.astral.size - 1)
+            ids[far] = np.where(self.astral[at] == query, self.astral_ids[at], self.ngrams.unknown)
+        lens = np.fromiter(map(len, pieces), np.int64, len(pieces))
+        return ids, np.arange(len(pieces)).repeat(lens)
+
+    def occurrences(self, texts: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
+        ids, text_of = self.symbols(texts)
+        where, cols = self.ngrams.columns(ids)
+        return None if len(texts) == 1 else text_of.take(where), cols
+
+
+class _Ngrams:
+    """A part's n-grams as integer keys over a stream of symbol ids, and its vocabulary table.
+
+    Each symbol the vocabulary uses has an id 1..m, any other the id m + 1 (unknown), and an
+    n-gram's key is its ids in base `base`. When the longest n-gram's ids fit 64 bits the base
+    is 2**bits and keys are exact (one key, one n-gram); otherwise the base is a random odd
+    number: keys are hashes, unique within the vocabulary (another base is drawn when two
+    collide), and every match is verified against the term's ids, so scores stay exact
+    whatever the input. Every window of the stream (lengths first_n..hi) is looked up: the
+    stream is laid out so that a window sklearn's analyzer does not form holds an unknown id,
+    a separator or the zero padding, which no term holds.
+    """
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        lens: np.ndarray,
+        columns: np.ndarray,
+        m: int,
+        part: _Part,
+        first_n: int | None = None,
+    ) -> None:
+        self.first_n, self.hi, self.offset = first_n or part.lo, part.hi, part.offset
+        self.unknown = m + 1
+        self.padding = np.zeros(self.hi - 1, np.uint64)
+        bits = self.unknown.bit_length()
+        self.exact = self.hi * bits <= 64
+        seqs = _padded_ids(ids, lens, self.hi)
+        for _ in range(8):
+            self.base = np.uint64(1 << bits if self.exact else secrets.randbits(63) | 1)
+            keys = _term_keys(seqs, lens, self.base)
+            if np.unique(keys).size == keys.size:
+                break
+        else:
+            raise DocumentError(f"{KIND}: vocabulary keys collide")
+        self.table = _KeyTable(keys, columns + part.offset)
+        if not self.exact:  # kept to verify matches
+            self.row_of = np.full(part.n_terms, -1)
+            self.row_of[columns] = np.arange(columns.size)
+            self.seqs, self.lens = seqs, lens
+
+    def columns(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position, column) of each window of the stream `ids` (ending with the padding)
+        that is a vocabulary term."""
+        size = ids.size - self.hi + 1
+        keys = np.empty((self.hi, size), np.uint64)  # row n - 1: the n-grams starting there
+        keys[0] = ids[:size]
+        for n in range(1, self.hi):
+            np.multiply(keys[n - 1], self.base, out=keys[n])
+            keys[n] += ids[n : n + size]
+        keys = keys[self.first_n - 1 :].reshape(-1)
+        cols = self.table.lookup(keys)
+        hits = cols.nonzero()[0]
+        where = hits % size if size else hits
+        if not self.exact:
+            hits, where = self._verified(cols, hits, where, ids, size)
+        return where, cols.take(hits)
+
+    def _verified(
+        self, cols: np.ndarray, hits: np.ndarray, where: np.ndarray, ids: np.ndarray, size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Hashed keys: the hits whose window's ids are the term's."""
+        ns = hits // size + self.first_n
+        row = self.row_of.take(cols.take(hits) - self.offset)
+        span = np.arange(self.hi)
+        window = ids.take(where[:, None] + span)
+        same = (window == self.seqs.take(row, axis=0)) | (span >= ns[:, None])
+        ok = same.all(axis=1) & (self.lens.take(row) == ns)
+        return hits[ok], where[ok]
+
+
+class _KeyTable:
+    """Integer keys -> columns in one vectorised probe: each slot holds the first key whose home
+    it is, and the keys that found their home taken are kept sorted and binary-searched only by
+    queries whose home slot has such spilled keys (few: the table is at most a quarter full).
+    A slot is one 16-byte row (key; column, and 2**32 if keys spilled from it), so a query
+    reads one cache line. An empty slot holds key 0 and column 0, which means none."""
+
+    def __init__(self, keys: np.ndarray, cols: np.ndarray) -> None:
+        bits = max(4, (4 * len(keys) - 1).bit_length())
+        self.shift = np.uint64(64 - bits)
+        home = self._home(keys)
+        slots, first = np.unique(home, return_index=True)
+        self.slots = np.zeros((1 << bits, 2), np.uint64)
+        self.slots[slots, 0] = keys[first]
+        self.slots[slots, 1] = cols[first]
+        spilled = np.ones(len(keys), bool)
+        spilled[first] = False
+        order = np.argsort(keys[spilled])
+        self.spill_keys = keys[spilled][order]
+        self.spill_cols = cols[spilled][order].astype(np.int64)
+        self.slots[home[spilled], 1] |= _SPILLED
+
+    def all_keys(self) -> np.ndarray:
+        return np.concatenate([self.slots[self._used(), 0], self.spill_keys])
+
+    def all_cols(self) -> np.ndarray:
+        used = (self.slots[self._used(), 1] & _COLUMN).astype(np.int64)
+        return np.concatenate([used, self.spill_cols])
+
+    def _used(self) -> np.ndarray:
+        return (self.slots[:, 1] & _COLUMN) > 0
+
+    def _home(self, keys: np.ndarray) -> np.ndarray:
+        home = keys * _GOLDEN
+        home >>= self.shift
+        return home
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """The column of each key, 0 where the key is not in the table."""
+        slot = self.slots.take(self._home(keys), axis=0)
+        found = slot[:, 0] == keys
+        cols = (slot[:, 1] & _COLUMN).view(np.int64)
+        cols *= found
+        if self.spill_keys.size:
+            again = ((slot[:, 1] >= _SPILLED) > found).nonzero()[0]
+            if again.size:
+                query = keys.take(again)
+                at = np.minimum(self.spill_keys.searchsorted(query), self.spill_keys.size - 1)
+                cols[again] = np.where(self.spill_keys.take(at) == query, self.spill_cols[at], 0)
+        return cols
+
+
+def _code_points(text: str) -> np.ndarray:
+    """Code points of a text; lone surrogates (hostile input) are code points like any other."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+def _padded_ids(ids: np.ndarray, lens: np.ndarray, width: int) -> np.ndarray:
+    """Rows of ids (`lens[i]` ids in row i, consecutive in `ids`), zero-padded to `width`."""
+    out = np.zeros((len(lens), width), np.uint64)
+    row = np.repeat(np.arange(len(lens)), lens)
+    out[row, np.arange(row.size) - np.repeat(np.cumsum(lens) - lens, lens)] = ids
+    return out
+
+
+def _term_keys(seqs: np.ndarray, lens: np.ndarray, base: np.uint64) -> np.ndarray:
+    """Each term's key: its ids in base `base`, as _Ngrams.columns computes them."""
+    keys = np.zeros(len(lens), np.uint64)
+    for k in range(seqs.shape[1]):
+        keys = np.where(k < lens, keys * base + seqs[:, k], keys)
+    return keys
+
+
+def _padded_word(term: str) -> bool:
+    """A whole char_wb padded word: a space, characters but no whitespace, a space."""
+    return len(term) >= 3 and term[0] == term[-1] == " " and term[1:-1].split() == [term[1:-1]]
 
 
 def _linear_weights(classifier: Any) -> tuple[np.ndarray, float] | None:

@@ -149,6 +149,9 @@ def run_demo(port: int, users: int, rate: float, verbose: bool = False) -> int:
     # SIGTERM (a supervisor, `timeout`) stops everything as Ctrl-C does: without it the demo
     # exited and left its worker and broker running.
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C too, whatever the parent left: a shell's background job inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler (the demo never stopped under CI).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: where is it?
     run_dir = Path("run/demo").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -195,6 +195,36 @@ def expected_label_points(stack: Stack, hist: dict) -> list[tuple[int, float | N
     return out
 
 
+def test_time_axes_label_every_history_span(browser) -> None:
+    """Every time chart has at least two labelled ticks whatever span its history covers
+    (Chart.js's own steps left one tick for spans of 80-100 s: a CI run failed on it)."""
+    from streams.dashboard import PAGE
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.route("**/*", lambda route: route.fulfill(body=PAGE, content_type="text/html"))
+    page.goto("http://dashboard.test/dashboard")
+    spans = (4, 9, 17, 33, 61, 81.3, 95, 99.9, 170, 333, 599, 1234, 7200)
+    for span, phase in itertools.product(spans, (0.0, 0.3, 0.55, 0.8)):
+        start = 1_796_000_000.0 + phase * span  # where the first sample falls between ticks
+        t = [start + span * i / 7 for i in range(8)]
+        page.evaluate(
+            "h => drawHistory(h, '')",
+            {
+                "interval_s": 2,
+                "t": t,
+                "events_per_s": {"page-times": [1.0] * 8},
+                "lag": {"page-times": [0] * 8},
+                "label_latency_ms": [5.0] * 8,
+                "spam_share": [0.5] * 8,
+                "cluster_sizes": {"versions": [], "sizes": {}},
+            },
+        )
+        for name in ("events", "lag", "latency", "spam"):
+            ticks = page.evaluate(CHART_STATE, f"chart-{name}")["x_ticks"]
+            assert len(set(ticks)) >= 2, (span, name, ticks)
+    page.close()
+
+
 def test_dashboard_charts_draw_the_worker_history(browser, live, stack: Stack) -> None:
     worker, producer, sent = live
     producer.send("control", "clustering", {"action": "run", "model": "clustering", "reason": "t"})

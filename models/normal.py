@@ -70,6 +70,18 @@ class NormalPopulation:
         self.version += 1
         return self
 
+    @classmethod
+    def from_statistics(cls, n: int, sum_x: float, sum_x2: float) -> NormalPopulation:
+        """The batch posterior of `n` observations from their sums alone (the VB fixed point
+        :meth:`fit` reaches depends on nothing else), so a fit over millions of values can be
+        fed by a pass that keeps three numbers instead of the values."""
+        if n < 2:
+            raise ValueError("need at least two observations")
+        model = cls(n=int(n), sum_x=float(sum_x), sum_x2=float(sum_x2))
+        model._solve()
+        model.version += 1
+        return model
+
     def partial_fit(self, x: np.ndarray) -> NormalPopulation:
         """Add observations and re-solve the VB fixed point from the sufficient statistics."""
         x = np.asarray(x, dtype=float).ravel()

@@ -24,6 +24,7 @@ from streams.monitoring import (
     CLASSIFY_SECONDS,
     DEAD_LETTERS,
     EVENTS,
+    LOOP_LAG,
     consumer_lag,
     counter_values,
     is_ready,
@@ -176,6 +177,8 @@ class DashboardDataView(View):
                 "events": counter_values(EVENTS),
                 "dead_letters": counter_values(DEAD_LETTERS),
                 "lag": consumer_lag() if is_ready() else {},
+                # smartstream_event_loop_lag_seconds: the worst lateness of the last 15 s
+                "event_loop_lag_s": LOOP_LAG.worst(),
                 "sample": document.get("sample"),
                 "version": serving.version,
                 "online_band": list(population.band)

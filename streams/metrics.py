@@ -55,7 +55,7 @@ from streams.records import (
     parse_page_time,
     parse_user_command,
 )
-from streams.serving import assign, observe_metric, serving
+from streams.serving import assign, observe_metric, reassigner, serving
 from streams.users import load_row, mirror, row_partition, users_table, write_users
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,6 @@ class _Batch:
         self.foreign: set[bytes] = set()  # keys whose rows live in another partition
         self.letters: list[tuple[bytes | None, bytes, int]] = []
         self.weight = 0
-        self.reassign = False
         self.erased: dict[bytes, str] = {}  # key -> erasure id
         self.new_metric: list[float] = []
 
@@ -191,7 +190,8 @@ class _Batch:
         elif command.model != CLUSTERING:
             self.letters.append(letter(record, f"unknown model {command.model[:40]!r}"))
         elif await serving.wait_version(command.version):
-            self.reassign = True
+            # The partition's rows are re-assigned by streams.serving's pass, in slices.
+            reassigner.request(self.partition, command.version)
         else:
             self.letters.append(
                 letter(record, f"model version {command.version} was never served here")
@@ -219,7 +219,15 @@ class _Batch:
 
 
 async def _apply_records(partition: int, records: list[Any], touched: list[dict[str, Any]]) -> int:
-    """Apply one partition's records, write the changed rows; return the records' counter weight."""
+    """Apply one partition's records, write the changed rows; return the records' counter weight.
+    A re-assignment pass over the partition (streams.serving) reads none of its rows meanwhile,
+    and the rows a pass has re-assigned but not yet written are waited for."""
+    async with reassigner.lock(partition):
+        await reassigner.settle(partition, {r.key for r in records})  # keyless: every row
+        return await _apply_locked(partition, records, touched)
+
+
+async def _apply_locked(partition: int, records: list[Any], touched: list[dict[str, Any]]) -> int:
     batch = _Batch(partition)
     for record in records:
         if record.topic == USER_COMMANDS:
@@ -228,18 +236,7 @@ async def _apply_records(partition: int, records: list[Any], touched: list[dict[
             batch.apply(record)
     observe_metric(batch.new_metric)
     profiles = batch.profiles
-    event_keys = set(profiles)
-    if batch.reassign:  # every row of the partition, not only the ones the events touched
-        for key, profile in users_table.data.items():
-            if key not in profiles and row_partition(key) == partition:
-                profiles[key] = profile
     changed = assign(list(profiles.values()))
-    changed_ids = {a["user_id"] for a in changed}
-    written = [
-        (key, profile)
-        for key, profile in profiles.items()
-        if key in event_keys or profile["user_id"] in changed_ids
-    ]
     # Effects first (dead letters, assignments), rows second: a crash in between repeats an
     # effect on replay, while the other order could store a row whose effect was never sent.
     await send_letters(batch.letters)
@@ -247,7 +244,7 @@ async def _apply_records(partition: int, records: list[Any], touched: list[dict[
         ASSIGNMENTS, [(a["user_id"].encode(), json.dumps(a).encode()) for a in changed]
     )
     erased = await batch.finish_erasures()
-    written = [(key, profile) for key, profile in written if key not in batch.erased]
+    written = [(key, profile) for key, profile in profiles.items() if key not in batch.erased]
     await write_users(partition, written, erased)
     touched.extend(profile for _, profile in written)
     if erased and serving.mixture is not None:

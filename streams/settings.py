@@ -60,6 +60,12 @@ class Settings:
     clustering_components: int = 10
     clustering_restarts: int = 15
     clustering_seed: int = 123456
+    # The re-clustering's fit sees at most this many users: a uniform sample by a hash of their
+    # ids (models.sample), so its memory and time do not grow with the population.
+    clustering_sample_size: int = 200_000
+    # A run (sample and fit, in the helper process) that takes longer is stopped: the previous
+    # version keeps serving.
+    clustering_fit_timeout_seconds: float = 600.0
     atypical_metric: str = "avg1"
     # Spam filters: comma-separated NAME:PRESET (presets in models.spam.PRESETS); a comment's
     # `filter` field names its filter.

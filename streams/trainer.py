@@ -222,9 +222,13 @@ def _init_helper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-async def in_helper_process(fn: Callable[..., Any], *args: Any) -> Any:
+async def in_helper_process(
+    fn: Callable[..., Any], *args: Any, timeout: float | None = None
+) -> Any:
     """Run `fn(*args)` in the spawned helper process (arguments and result must pickle: they
-    are numpy arrays and plain dicts between our own processes, never bytes from Kafka)."""
+    are pickled by our own processes, never read from Kafka as a pickle). After `timeout`
+    seconds the helper is killed and TimeoutError raised: a run that never ends would otherwise
+    hold the trainer, and the next requests with it, forever."""
     global _pool
     if _pool is None:
         _pool = ProcessPoolExecutor(
@@ -232,11 +236,26 @@ async def in_helper_process(fn: Callable[..., Any], *args: Any) -> Any:
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_helper,
         )
+    pool = _pool
     try:
-        return await asyncio.get_running_loop().run_in_executor(_pool, fn, *args)
+        async with asyncio.timeout(timeout):
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
     except BrokenProcessPool:
         _pool = None  # the helper died (killed, out of memory): the next run starts a new one
         raise
+    except TimeoutError:
+        _pool = None
+        _kill_helper(pool)
+        name = getattr(fn, "__name__", "the job")
+        raise TimeoutError(f"{name} ran longer than {timeout:g} s: its helper was killed") from None
+
+
+def _kill_helper(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's process (a running job cannot be cancelled otherwise) and drop the pool;
+    the next job starts a new helper."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def group_less_consumer() -> AIOKafkaConsumer:

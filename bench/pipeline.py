@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from producers.client import SmartStreamProducer  # noqa: E402
+from streams.demo import free_port  # noqa: E402
 from streams.records import PAGE_TYPES  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import delete_prefixed_topics, ensure_topics  # noqa: E402
@@ -226,14 +227,6 @@ def run_worker(env: dict, port: int, events: int, command: list[str] | None = No
     finally:
         proc.terminate()
         proc.wait(30)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def worker_env(prefix: str, store: str, tmp: str, **extra: str) -> tuple[dict, int]:

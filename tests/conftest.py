@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +19,11 @@ from typing import Any
 
 import pytest
 
+from streams.demo import free_port
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -126,6 +121,19 @@ class Stack:
         self.workers.append(worker)
         worker.wait_healthy()
         return worker
+
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        """Run `smartstream ARGS` against this deployment (extra SMARTSTREAM_* in `env`); it
+        must succeed."""
+        done = subprocess.run(
+            [sys.executable, "-m", "streams.cli", *args],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done
 
     def producer(self, **config: Any) -> Any:
         from producers.client import SmartStreamProducer
@@ -250,3 +258,30 @@ def youtube_dir() -> Path:
     if not path.is_dir():
         pytest.skip("YouTube Spam Collection not present (../shared/data/youtube)")
     return path
+
+
+# Real headless Chromium (Debian's package, driven by Playwright) for the browser tests;
+# screenshots go to $TEST_ARTIFACTS (default run/test/artifacts).
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "run" / "test" / "artifacts"))
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no chromium executable (scripts/test.sh installs Debian's package)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()

@@ -8,47 +8,22 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 from collections import Counter
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 from producers.population import generate
 from producers.traffic import Traffic
-from tests.conftest import ROOT, Stack, wait_for
+from tests.conftest import ARTIFACTS, Stack, wait_for
 from tests.spamdata import corpus
 
 pytestmark = pytest.mark.integration
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "run" / "test" / "artifacts"))
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 # Pages are served with a Content-Security-Policy that forbids eval (tests/test_auth_integration.py
 # checks it); Playwright's wait_for_function evaluates its predicate with eval, so the test pages
 # open with bypass_csp=True.
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.skip("no chromium executable (scripts/test.sh installs Debian's package)")
-    playwright = pytest.importorskip("playwright.sync_api")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

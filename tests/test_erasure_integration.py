@@ -5,8 +5,6 @@ re-clustering and retraining no longer see the user."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -65,18 +63,6 @@ def traces(stack: Stack) -> dict[str, int]:
     return out
 
 
-def cli(stack: Stack, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def get(worker, path: str) -> tuple[int, Any]:
     return http("GET", worker.url + path, headers=ADMIN)
 
@@ -114,9 +100,9 @@ def test_erasure_leaves_nothing_of_the_user(stack: Stack, redis_url: str, tmp_pa
     producer.review("oc0", False, reviewer="mod")
     producer.flush()
     wait_for(lambda: versions(worker)[1] == 1, 120, "spam filter v1")
-    cli(stack, "recluster")
+    stack.cli("recluster")
     wait_for(lambda: versions(worker)[0] == 1, 120, "clustering v1")
-    cli(stack, "retrain", "--filter", "comments")
+    stack.cli("retrain", "--filter", "comments")
     wait_for(lambda: versions(worker)[1] == 2, 120, "spam filter v2, with the victim's reviews")
     r = redis.Redis.from_url(redis_url)
     user_key = f"{stack.settings.redis_prefix}user:{VICTIM}"
@@ -155,6 +141,6 @@ def test_erasure_leaves_nothing_of_the_user(stack: Stack, redis_url: str, tmp_pa
     assert [json.loads(v)["erasure_id"] for v in facts.values()] == [answer["erasure_id"]]
     assert all(VICTIM.encode() not in v for v in facts.values())
     # The CLI erases the same way.
-    assert "requested" in cli(stack, "erase", "u3")
+    assert "requested" in stack.cli("erase", "u3").stdout
     wait_for(lambda: get(worker, "/users/u3")[0] == 404, 60, "u3 erased by the CLI")
     assert get(worker, "/users/u4")[0] == 200

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,18 +20,6 @@ from tests.conftest import Stack, wait_for
 from tests.spamdata import corpus, write_youtube_csv
 
 SPAM = "spam:comments"
-
-
-def cli(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        env={**stack.env, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    return out
 
 
 def models(worker) -> dict:
@@ -107,17 +93,17 @@ def test_spam_filter_history_rollback_and_drift(stack: Stack, tmp_path) -> None:
 
     # v2 learns inverted labels, v3 half of them inverted: each behaves differently.
     relabel(stack, texts, [not s for s in labels])
-    cli(stack, "retrain", "--filter", "comments")
+    stack.cli("retrain", "--filter", "comments")
     wait_for(lambda: serving(worker, SPAM) == 2, 120, "spam filter v2")
     relabel(stack, texts[:200], labels[:200])
-    cli(stack, "retrain", "--filter", "comments")
+    stack.cli("retrain", "--filter", "comments")
     wait_for(lambda: serving(worker, SPAM) == 3, 120, "spam filter v3")
     v3 = labelled(stack, send_comments(stack, "three-", probes), 3)
     flipped = sum(a["is_spam"] != b["is_spam"] for a, b in zip(v1, v3, strict=True))
     print(f"\nv3 labels {flipped} of {len(probes)} probes otherwise than v1")
     assert flipped >= 20
 
-    out = cli(stack, "models", "rollback", SPAM, "1")
+    out = stack.cli("models", "rollback", SPAM, "1")
     assert "rollback of spam:comments to v1 requested" in out.stdout
     wait_for(lambda: serving(worker, SPAM) == 4, 120, "the rollback's v4")
     v4 = labelled(stack, send_comments(stack, "four-", probes), 4)
@@ -156,7 +142,7 @@ def test_spam_filter_history_rollback_and_drift(stack: Stack, tmp_path) -> None:
     assert rows[0]["training_spam_share"] == pytest.approx(sum(truth.values()) / len(truth))
     assert rows[1]["training_spam_share"] == pytest.approx(1 - rows[0]["training_spam_share"])
 
-    listing = cli(stack, "models", "list", SMARTSTREAM_WEB_PORT=str(worker.port)).stdout
+    listing = stack.cli("models", "list", SMARTSTREAM_WEB_PORT=str(worker.port)).stdout
     print(listing)
     lines = [line for line in listing.splitlines() if line.startswith(SPAM)]
     assert len(lines) == 4, listing
@@ -229,12 +215,12 @@ def test_clustering_history_rollback_and_refusals(stack: Stack) -> None:
     worker = stack.start_worker()
     users = {**send_users(stack, 1, 60, 10.0, 1), **send_users(stack, 61, 60, 30.0, 2)}
     wait_for(lambda: events_processed(worker) == 3 * len(users), 60, "the first users")
-    cli(stack, "recluster")
+    stack.cli("recluster")
     wait_for(lambda: serving(worker, "clustering") == 1, 120, "clustering v1")
     # Twice the data (a cold fit), with a new group far from the others: v2 gives it a cluster.
     users.update(send_users(stack, 121, 120, 60.0, 3))
     wait_for(lambda: events_processed(worker) == 3 * len(users), 60, "the new users")
-    cli(stack, "recluster")
+    stack.cli("recluster")
     wait_for(lambda: serving(worker, "clustering") == 2, 120, "clustering v2")
 
     # v2's dashboard sample (the history keeps none: it names users, and erasure must not
@@ -285,7 +271,7 @@ def test_clustering_history_rollback_and_refusals(stack: Stack) -> None:
     assert rows[2]["label_change_share"] == share
     gauge = metrics(worker)["smartstream_cluster_label_change_share"]
     assert gauge == pytest.approx(share, abs=1e-12)
-    listing = cli(stack, "models", "list", SMARTSTREAM_WEB_PORT=str(worker.port)).stdout
+    listing = stack.cli("models", "list", SMARTSTREAM_WEB_PORT=str(worker.port)).stdout
     print(listing)
     lines = [line for line in listing.splitlines() if line.startswith("clustering")]
     assert len(lines) == 3 and "*3" in lines[2] and "rollback to v1" in lines[2], listing
@@ -306,8 +292,8 @@ def test_clustering_history_rollback_and_refusals(stack: Stack) -> None:
     producer.send("model-versions", "nope@1", {"name": "nope", "version": 1}).get(timeout=30)
     producer.close()
     wait_for(lambda: len(models(worker)["clustering"]["versions"]) == 4, 30, "v4's summary")
-    cli(stack, "models", "rollback", "clustering", "9")
-    cli(stack, "models", "rollback", "clustering", "4")
+    stack.cli("models", "rollback", "clustering", "9")
+    stack.cli("models", "rollback", "clustering", "4")
 
     def letters() -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

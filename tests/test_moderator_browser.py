@@ -1,7 +1,7 @@
-"""The moderator page in real headless Chromium (Debian's package, driven by Playwright, launched
-as tests/test_browser.py does): a doubtful comment appears in the queue, shown as text; one click
-approves it, the verdict reaches `comment-reviews` and the queue empties. Screenshots go to
-$TEST_ARTIFACTS (default run/test/artifacts)."""
+"""The moderator page in real headless Chromium (tests/conftest.py's `browser` fixture): a
+doubtful comment appears in the queue, shown as text; one click approves it, the verdict reaches
+`comment-reviews` and the queue empties. Screenshots go to $TEST_ARTIFACTS (default
+run/test/artifacts)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import re
 
 import pytest
 
-from tests.conftest import Stack, http, wait_for
+from tests.conftest import ARTIFACTS, Stack, http, wait_for
 from tests.spamdata import corpus, write_youtube_csv
-from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS
 
 pytestmark = pytest.mark.integration
 TOKEN = "moderator-page-token"
@@ -20,18 +19,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Words the filter never saw (a score near the prior, inside the band), and markup that must
 # stay text.
 DOUBTFUL = 'hello there <img src=x onerror="window.pwned=1"><b>friend</b>'
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.skip("no chromium executable (scripts/test.sh installs Debian's package)")
-    playwright = pytest.importorskip("playwright.sync_api")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 def queue(worker) -> list[dict]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import subprocess
-import sys
 from collections import defaultdict
 from typing import Any
 
@@ -192,8 +190,12 @@ def send_hostile_events(s: Sender) -> None:
     s.bad("comment rewritten", "comments", "cr1", dumps({**comment, "text": "FREE MONEY"}))
     s.bad("comment null key", "comments", None, dumps(comment), partition=partition_of("cr1"))
     s.bad("comment key mismatch", "comments", "other", dumps(comment))
-    s.bad("comment ts 400 digits", "comments", "cr2", dumps({"comment_id": "cr2", "text": "x",
-                                                            "ts": HUGE}))
+    s.bad(
+        "comment ts 400 digits",
+        "comments",
+        "cr2",
+        dumps({"comment_id": "cr2", "text": "x", "ts": HUGE}),
+    )
     review = {"comment_id": "cr1", "is_spam": False}
     s.bad("review is_spam a string", "comment-reviews", "cr1", dumps({**review, "is_spam": "no"}))
     s.bad("review ts 400 digits", "comment-reviews", "cr1", dumps({**review, "ts": HUGE}))
@@ -230,8 +232,10 @@ def send_hostile_internal(s: Sender) -> None:
         ("total 400 digits", {"model": "clustering", "partition": 0, "total": HUGE}),
         ("total Infinity", {"model": "clustering", "partition": 0, "total": math.inf}),
         ("partition -1", {"model": "clustering", "partition": -1, "total": 1}),
-        ("extra 400 digits", {"model": "spam:comments", "partition": 0, "total": 1,
-                              "extra": {"tp": HUGE}}),
+        (
+            "extra 400 digits",
+            {"model": "spam:comments", "partition": 0, "total": 1, "extra": {"tp": HUGE}},
+        ),
     ]:
         s.bad(what, "counter-increments", "clustering", dumps(value))
     for what, value in [
@@ -269,17 +273,6 @@ def test_keys_and_comment_ids_cannot_corrupt_state(stack: Stack) -> None:
     assert (row["text"], row["review"]) == ("lovely chorus", False)
 
 
-def cli(stack: Stack, *args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-
-
 def versions(worker) -> tuple[int, int]:
     clusters = worker.get("/clusters")[1] or {}
     current = clusters.get("current") or {}
@@ -303,9 +296,9 @@ def assert_exact(worker, s: Sender) -> None:
         expected = expected_profile(views)
         n = len(views)
         _, body = wait_for(
-            lambda u=user, n=n: (r := worker.get(f"/users/{u}"))[0] == 200
-            and r[1]["visits_pages"] == n
-            and r,
+            lambda u=user, n=n: (
+                (r := worker.get(f"/users/{u}"))[0] == 200 and r[1]["visits_pages"] == n and r
+            ),
             60,
             f"{user}'s {n} views",
         )
@@ -335,7 +328,7 @@ def test_poison_records_on_every_topic(stack: Stack, tmp_path) -> None:
         for j in range(3):
             s.view(f"pv{i}", "ABC"[j], 1.0 + (i * 3 + j) % 11)
     wait_for(lambda: versions(worker)[1] == 1, 120, "spam filter v1")
-    cli(stack, "recluster")
+    stack.cli("recluster")
     wait_for(lambda: versions(worker) == (1, 1), 120, "clustering v1")
     documents = latest_documents(stack)
 
@@ -345,7 +338,7 @@ def test_poison_records_on_every_topic(stack: Stack, tmp_path) -> None:
     send_hostile_internal(s)
     for i in range(40):
         s.view(f"pv{i}", "D", 2.5 + i % 5)
-    cli(stack, "retrain", "--filter", "comments")  # reads the hostile pretraining records
+    stack.cli("retrain", "--filter", "comments")  # reads the hostile pretraining records
     wait_for(lambda: versions(worker) == (1, 2), 120, "spam filter v2 from the retrain")
 
     assert_exact(worker, s)

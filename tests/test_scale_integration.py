@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -93,17 +91,6 @@ def processed(worker: Worker) -> float:
     )
 
 
-def cli(stack: Stack, *args: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-
-
 def serving_everywhere(worker: Worker, version: int, partitions: int) -> dict | None:
     """/clusters once `version` serves, the run is over and a pass with it completed on every
     partition (the worker owns them all)."""
@@ -148,7 +135,7 @@ def test_sample_fit_exact_sums_and_every_changed_user_assigned_once(stack: Stack
     old = make_users(1, 6000, seed=1)
     sent = send(stack, old)
     wait_for(lambda: processed(worker) == sent, 120, "the users' events")
-    cli(stack, "recluster")
+    stack.cli("recluster")
     wait_for(lambda: serving_everywhere(worker, 1, 2), 180, "v1 and its passes")
 
     doc1 = document(stack, 1)
@@ -172,7 +159,7 @@ def test_sample_fit_exact_sums_and_every_changed_user_assigned_once(stack: Stack
     )
     sent += send(stack, new)
     wait_for(lambda: processed(worker) == sent, 120, "the new users' events")
-    cli(stack, "recluster")
+    stack.cli("recluster")
     wait_for(lambda: serving_everywhere(worker, 2, 2), 180, "v2 and its passes")
     doc2 = document(stack, 2)
     ids = old.ids + new.ids
@@ -248,7 +235,7 @@ def test_killed_in_the_middle_of_a_reassignment_every_user_ends_assigned(stack: 
     wait_for(lambda: processed(worker) == sent, 240, "the users' events")
     watch = Watch(stack, 1, worker, kill_at=2000)
     try:
-        cli(stack, "recluster")
+        stack.cli("recluster")
         wait_for(lambda: watch.killed_at is not None, 240, "the first slices, then the kill")
         worker.proc.wait(30)
     finally:
@@ -289,7 +276,7 @@ def test_fit_timeout_fails_the_run_and_the_previous_version_serves(stack: Stack)
     users = make_users(1, 3000, seed=4)
     sent = send(stack, users)
     wait_for(lambda: processed(worker) == sent, 120, "the users' events")
-    cli(stack, "recluster")
+    stack.cli("recluster")
     wait_for(lambda: serving_everywhere(worker, 1, stack.settings.partitions), 120, "v1")
     before = worker.get("/users/7")[1]
     worker.stop()
@@ -299,7 +286,7 @@ def test_fit_timeout_fails_the_run_and_the_previous_version_serves(stack: Stack)
         SMARTSTREAM_CLUSTERING_FIT_TIMEOUT_SECONDS="1", SMARTSTREAM_CLUSTERING_RESTARTS="15"
     )
     wait_for(lambda: serving_everywhere(worker, 1, stack.settings.partitions), 60, "v1 served")
-    cli(stack, "recluster")
+    stack.cli("recluster")
     trainer = wait_for(
         lambda: (
             (t := worker.get("/clusters")[1]["trainer"])["failures"] == 1 and not t["running"] and t
@@ -314,7 +301,7 @@ def test_fit_timeout_fails_the_run_and_the_previous_version_serves(stack: Stack)
     assert clusters["current"]["version"] == 1
     assert worker.get("/users/7")[1] == before
     # The trainer is not stuck: the next request runs (and times out) in a fresh helper.
-    cli(stack, "recluster")
+    stack.cli("recluster")
     wait_for(lambda: worker.get("/clusters")[1]["trainer"]["failures"] == 2, 60, "a second run")
 
 
@@ -338,7 +325,7 @@ def test_no_stall_while_50000_users_are_reclustered(stack: Stack) -> None:
     wait_for(lambda: metrics(worker)[lag] < 0.1, 60, "the ingestion's stalls out of the window")
     before = metrics(worker)
     producer = stack.producer()
-    cli(stack, "recluster")
+    stack.cli("recluster")
     worst, delays = 0.0, []
     deadline = time.monotonic() + 240
     while not serving_everywhere(worker, 1, stack.settings.partitions):

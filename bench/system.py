@@ -99,7 +99,7 @@ def page_b_seconds(users: Users, i: int) -> float:
 
 async def produce_users(settings: Settings, users: Users) -> float:
     """Every user's three events as whole batches per partition; returns events/s produced."""
-    from streams.bulk import BatchProducer
+    from streams.adapter.bulk import BatchProducer
 
     producer = BatchProducer(**settings.aiokafka_config())
     start = time.perf_counter()

@@ -11,14 +11,12 @@ from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.stores.rocksdb import Store as RocksDBStore
-from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from mode.utils.logging import level_number
-from rocksdict import WriteBatch
 
 from streams import topics as t
-from streams.bulk import App, BatchProducer
+from streams.adapter import stores
+from streams.adapter.bulk import App, BatchProducer, set_producer_backlog
 from streams.records import dumps_json
 from streams.settings import Settings
 
@@ -75,16 +73,16 @@ def _advertised_host(s: Settings) -> str:
     return socket.gethostname() if s.web_host == "0.0.0.0" else s.web_host
 
 
-# Faust pauses its streams whenever more than ProducerBuffer.max_messages (a class attribute,
+# Faust pauses its streams whenever more than its producer buffer's limit (process-wide,
 # 100) records wait to be produced; a fetch of refused records queues up to BATCH_MAX dead
 # letters at once, so the default would stall the agents. The producer flushes before every
 # offset commit.
-ProducerBuffer.max_messages = 100_000
+set_producer_backlog(100_000)
 app = make_app(settings)
 # Set once this worker has loaded every model published before it started (streams.trainer):
 # the handlers wait for it, so a restarted worker never labels or assigns without its models.
 models_ready = asyncio.Event()
-# Writes of whole batches (the users changelog): see streams.bulk.
+# Writes of whole batches (the users changelog): see streams.adapter.bulk.
 batch_producer = BatchProducer(
     records_per_batch=1 if settings.kafka_embedded else 0,
     **settings.aiokafka_config(),
@@ -106,8 +104,10 @@ async def write_rows(
     if encoded is None:
         encoded = [None if value is None else dumps_json(value) for _, value in rows]
     store = table.data
-    if isinstance(store, RocksDBStore):
-        _write_rocksdb(store, partition, rows, encoded)
+    if stores.is_rocksdb(store):  # one RocksDB write batch, as Faust's own recovery writes
+        stores.write_batch(
+            store, partition, [(k, v) for (k, _), v in zip(rows, encoded, strict=True)]
+        )
     else:
         for key, value in rows:
             if value is not None:
@@ -119,30 +119,6 @@ async def write_rows(
     offset = await batch_producer.send(topic, partition, records)
     # What Faust's changelog callback does: RocksDB recovers from after this offset.
     store.set_persisted_offset(TP(topic, partition), offset)
-
-
-def _write_rocksdb(
-    store: RocksDBStore,
-    partition: int,
-    rows: list[tuple[bytes, Any | None]],
-    encoded: list[bytes | None],
-) -> None:
-    """The rows' changelog bytes in one RocksDB write batch (as Faust's own recovery writes
-    them): its store encodes every value again and puts one row at a time (py-spy)."""
-    batch = WriteBatch(raw_mode=True)
-    index = store._key_index
-    deleted = []
-    for (key, _), value in zip(rows, encoded, strict=True):
-        raw_key = store._encode_key(key)
-        if value is None:
-            deleted.append(key)
-        else:
-            batch.put(raw_key, value)
-            index[raw_key] = partition
-    store._db_for_partition(partition).write(batch)
-    for key in deleted:  # an erasure (rare): Faust's delete, from whichever partition holds it
-        if key in store:
-            del store[key]
 
 
 async def produce_acknowledged(

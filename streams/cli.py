@@ -16,23 +16,34 @@ from streams.settings import Settings
 log = logging.getLogger("smartstream")
 
 
-def load_worker_modules() -> Any:
-    """Import every domain module so its agents, tables, timers and pages register on the app."""
-    from streams import app as app_module
-    from streams import (  # noqa: F401
-        clustering,
-        contract,
-        dashboard,
-        lifecycle,
-        metrics,
-        moderation,
-        monitoring,
-        review,
-        site,
-        trainer,
-        users,
-    )
+# Every module that registers agents, tables, timers or pages on the one Faust app: the worker
+# imports exactly these (tests/test_wiring.py fails when a registering module is missing here).
+WORKER_MODULES = (
+    "clustering",
+    "contract",
+    "counters",
+    "dashboard",
+    "ingest",
+    "lifecycle",
+    "moderation",
+    "monitoring",
+    "review",
+    "serving",
+    "site",
+    "trainer",
+    "user_events",
+    "users",
+)
 
+
+def load_worker_modules() -> Any:
+    """Import every domain module of WORKER_MODULES so its registrations reach the app."""
+    import importlib
+
+    from streams import app as app_module
+
+    for name in WORKER_MODULES:
+        importlib.import_module(f"streams.{name}")
     return app_module.app
 
 

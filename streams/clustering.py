@@ -35,16 +35,16 @@ from typing import Any
 import numpy as np
 import rocksdict
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.stores.rocksdb import Store as RocksDBStore
 from faust.web import Request, Response, View
 
 from models.mixture import BayesianGaussianMixture
 from models.normal import NormalPopulation
 from models.sample import BottomK, key_hash
 from streams import topics as t
+from streams.adapter import stores
 from streams.app import app, settings, user_commands_topic
 from streams.auth import Role, requires
-from streams.metrics import counter_state, request_run
+from streams.counters import counter_state, request_run
 from streams.records import Reassign, Rejected, loads_object
 from streams.serving import CLUSTERING, FEATURES, reassigner, serving
 from streams.settings import Settings
@@ -220,7 +220,7 @@ def _database_rows(database: Any, scratch: str) -> Iterator[Row]:
     scan.fill_cache(False)  # each row is read once
     try:
         for key, value in database.items(read_opt=scan):
-            if key != RocksDBStore.offset_key:
+            if key != stores.OFFSET_KEY:
                 yield key, value, None
     finally:
         database.close()
@@ -258,9 +258,7 @@ def recluster(
     the sample and BN1 on the sums, and draw the dashboard's snapshot."""
     start = time.perf_counter()
     population = asyncio.run(
-        read_population(
-            s, topic, partitions, local, s.clustering_sample_size, s.clustering_seed
-        )
+        read_population(s, topic, partitions, local, s.clustering_sample_size, s.clustering_seed)
     )
     out: dict[str, Any] = {
         "users": population.users,
@@ -359,7 +357,7 @@ def local_databases() -> dict[int, str]:
     """The RocksDB database of each users partition this worker owns (none with the memory
     store): the helper reads those rather than their changelog."""
     store = users_table.data
-    databases = getattr(store, "_dbs", {})
+    databases = stores.partition_databases(store)
     owned = assigned_user_partitions()
     return {p: str(Path(store.partition_path(p)).resolve()) for p in databases if p in owned}
 

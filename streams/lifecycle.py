@@ -39,11 +39,11 @@ from prometheus_client.core import GaugeMetricFamily
 from models.mixture import BayesianGaussianMixture
 from models.spam import METRIC_NAMES
 from streams import topics as t
-from streams.app import app, control_topic, models_ready, settings
+from streams.app import app, control_topic, models_ready, produce_acknowledged, settings
 from streams.auth import Role, json_body, requires
 from streams.clustering import serve_published
 from streams.deadletters import send_dead_letter
-from streams.metrics import produce_acknowledged, read_json_body
+from streams.ingest import read_json_body
 from streams.moderation import ServingFilter, filters, label_observers
 from streams.monitoring import MODEL_VERSION
 from streams.records import MAX_COUNT, Rejected, RollbackRequest, dumps_json, loads_object
@@ -51,10 +51,10 @@ from streams.serving import CLUSTERING, ServingModel, serving
 from streams.trainer import (
     HISTORY_VERSIONS,
     archived,
+    follow_compacted,
     group_less_consumer,
     publish_model,
     read_latest,
-    refuse,
     trainers,
     versions_topic,
 )
@@ -182,24 +182,7 @@ def apply_version(record: Any, refused: list[tuple[Any, str]]) -> None:
 @app.task
 async def follow_versions() -> None:
     """Every worker: keep the summaries of `model-versions` (from the start, then as it grows)."""
-    topic = TopicPartition(VERSIONS, 0)
-    consumer = group_less_consumer()
-    await consumer.start()
-    try:
-        consumer.assign([topic])
-        await consumer.seek_to_beginning(topic)
-        end = (await consumer.end_offsets([topic]))[topic]
-        while True:
-            if not history_ready.is_set() and await consumer.position(topic) >= end:
-                history_ready.set()
-            batches = await consumer.getmany(timeout_ms=1000)
-            refused: list[tuple[Any, str]] = []
-            for records in batches.values():
-                for record in records:
-                    apply_version(record, refused)
-            await refuse(refused)
-    finally:
-        await consumer.stop()
+    await follow_compacted(VERSIONS, history_ready, apply_version)
 
 
 @app.task

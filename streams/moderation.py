@@ -1,7 +1,7 @@
 """Comment moderation (SPEC §7) as a streaming service.
 
 * `comments` and `comment-reviews` (both keyed by comment id, co-partitioned with the `comments`
-  table) are delivered in bulk, each fetch at once (streams.bulk: no wait for a batch to fill,
+  table) are delivered in bulk, each fetch at once (streams/adapter: no wait for a batch to fill,
   none of Faust's per-message overhead): the new comments of a fetch are classified with one
   vectorised call per filter and labelled on `comment-labels` with the filter's model version.
   Before a filter's first model exists, comments get an explicit "unknown" label (version 0).
@@ -41,13 +41,13 @@ from streams.app import (
     write_rows,
 )
 from streams.auth import Role, requires
-from streams.deadletters import letter, send_letters
-from streams.metrics import (
+from streams.counters import (
     counter_state,
     counters_table,
     request_run,
     send_total,
 )
+from streams.deadletters import letter, send_letters
 from streams.monitoring import BATCH_SECONDS, CLASSIFY_SECONDS, EVENTS, MODEL_VERSION
 from streams.records import (
     CommentLabel,
@@ -177,7 +177,7 @@ def _account(partition: int, old: dict | None, new: dict) -> str | None:
 
 @app.bulk(moderation_events)
 async def moderate(partition: int, records: list[Any]) -> None:
-    """One partition's comments and reviews of one fetch (streams.bulk): label the new comments
+    """One partition's comments and reviews of one fetch (bulk delivery): label the new comments
     with one vectorised call per filter, store the rows, account the reviews."""
     await models_ready.wait()
     start = time.perf_counter()

@@ -24,6 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from streams.adapter.bulk import last_read_offset
 from streams.app import app, settings
 from streams.auth import Role, configured, granted
 
@@ -96,7 +97,7 @@ def consumer_lag() -> dict[str, int]:
             highwater = consumer.highwater(tp)
         except (AssertionError, KeyError, AttributeError):
             continue
-        read = consumer._read_offset.get(tp)  # faust keeps the last offset it read per partition
+        read = last_read_offset(consumer, tp)
         position = 0 if read is None else read + 1
         if highwater is not None:
             lag[tp.topic] = lag.get(tp.topic, 0) + max(0, highwater - position)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import TopicPartition
 from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 from prometheus_client import REGISTRY
@@ -36,12 +35,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from yarl import URL
 
-from streams.app import app, comment_reviews_topic, settings
+from streams.app import app, comment_reviews_topic, produce_acknowledged, settings
 from streams.auth import Role, html_response, json_body, requires
-from streams.metrics import produce_acknowledged, read_json_body
+from streams.ingest import read_json_body
 from streams.moderation import QUEUE, comments_table, filters, moderation_outcomes
 from streams.records import Rejected, loads_object, parse_comment, parse_comment_review
-from streams.trainer import group_less_consumer, refuse
+from streams.trainer import follow_compacted
 
 PAGE = (Path(__file__).parent / "static" / "moderation.html").read_bytes()
 OUTCOMES = ("pending", "approved", "rejected", "overturned")
@@ -135,24 +134,7 @@ def apply_record(record: Any, refused: list[tuple[Any, str]]) -> None:
 @app.task
 async def follow_queue() -> None:
     """Every worker: keep `queue` equal to the `moderation-queue` topic's latest entries."""
-    topic = TopicPartition(QUEUE, 0)
-    consumer = group_less_consumer()
-    await consumer.start()
-    try:
-        consumer.assign([topic])
-        await consumer.seek_to_beginning(topic)
-        end = (await consumer.end_offsets([topic]))[topic]
-        while True:
-            if not queue.loaded.is_set() and await consumer.position(topic) >= end:
-                queue.loaded.set()
-            batches = await consumer.getmany(timeout_ms=1000)
-            refused: list[tuple[Any, str]] = []
-            for records in batches.values():
-                for record in records:
-                    apply_record(record, refused)
-            await refuse(refused)
-    finally:
-        await consumer.stop()
+    await follow_compacted(QUEUE, queue.loaded, apply_record)
 
 
 def encode_cursor(entry: dict[str, Any]) -> str:
@@ -218,7 +200,7 @@ async def forward_to_owner(
     Faust's table_route forwards a request's method and headers but not its body (faust's
     Router._route_req): a routed POST would reach the owner empty. This forwards the body."""
     topic = comments_table.changelog_topic.get_topic_name()
-    if not app._knows_partitions(topic):
+    if not app.knows_partitions(topic):
         raise ServiceUnavailable()
     try:
         owner = app.router.key_store(comments_table.name, comment_id)

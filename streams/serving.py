@@ -37,6 +37,7 @@ from faust.types import TP
 from models.mixture import BayesianGaussianMixture
 from models.normal import NormalPopulation
 from streams import topics as t
+from streams.adapter import stores
 from streams.app import app, batch_producer, models_ready, settings
 from streams.monitoring import MODEL_VERSION
 from streams.records import MAX_COUNT, ClusterAssignment, Rejected, dumps_json, loads_object
@@ -129,9 +130,13 @@ def check_sample(sample: Any) -> None:
     if not all(isinstance(u, str) for u in users + labels):  # type: ignore[operator]
         raise Rejected("sample users and labels must be strings")
     for point in points:  # type: ignore[union-attr]
-        if not isinstance(point, list) or len(point) != len(FEATURES) or not all(
-            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-            for x in point
+        if (
+            not isinstance(point, list)
+            or len(point) != len(FEATURES)
+            or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                for x in point
+            )
         ):
             raise Rejected("sample points must be finite feature vectors")
     atypical = sample.get("atypical", [])
@@ -357,10 +362,9 @@ class Reassigner:
         after them (END after the last). Rows are copies: assigning one never touches the
         stored row before its write."""
         store = users_table.data
-        databases = getattr(store, "_dbs", None)
-        if databases is not None:
-            offset_key = getattr(store, "offset_key", b"")
-            return _rocksdb_slice(databases.get(partition), offset_key, cursor)
+        if stores.is_rocksdb(store):
+            database = stores.partition_databases(store).get(partition)
+            return _rocksdb_slice(database, stores.OFFSET_KEY, cursor)
         return self._memory_slice(store.data, partition, cursor)
 
     def _memory_slice(self, data: dict, partition: int, cursor: Any) -> tuple[Rows, Any]:

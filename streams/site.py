@@ -11,8 +11,8 @@ from faust.web import Request, Response, View
 
 from streams.app import app
 from streams.auth import Role, html_response, requires
-from streams.metrics import recent_users
 from streams.moderation import filters, latest_comments
+from streams.user_events import recent_users
 
 PAGE = (Path(__file__).parent / "static" / "page.html").read_bytes()
 DEFAULT_FILTER = "comments"

@@ -30,6 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics as t
+from streams.adapter.pools import kill_pool
 from streams.app import (
     app,
     batch_producer,
@@ -245,17 +246,9 @@ async def in_helper_process(
         raise
     except TimeoutError:
         _pool = None
-        _kill_helper(pool)
+        kill_pool(pool)
         name = getattr(fn, "__name__", "the job")
         raise TimeoutError(f"{name} ran longer than {timeout:g} s: its helper was killed") from None
-
-
-def _kill_helper(pool: ProcessPoolExecutor) -> None:
-    """Kill the pool's process (a running job cannot be cancelled otherwise) and drop the pool;
-    the next job starts a new helper."""
-    for process in list(getattr(pool, "_processes", {}).values()):
-        process.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def group_less_consumer() -> AIOKafkaConsumer:
@@ -320,27 +313,45 @@ def _parsed(record: Any, parse: Callable[[dict[str, Any]], Any] | None, refused:
         return None
 
 
-@app.task
-async def follow_models() -> None:
-    """Every worker: hot-swap the latest version of each model from the `models` topic."""
-    topic = TopicPartition(settings.topic(t.MODELS), 0)
+async def follow_compacted(
+    topic: str,
+    ready: asyncio.Event,
+    apply: Callable[[Any, list[tuple[Any, str]]], Any],
+    after: Callable[[list[Any]], None] | None = None,
+) -> None:
+    """Every worker: `apply(record, refused)` each record of a single-partition compacted topic,
+    from its start and then as it grows, forever; `ready` is set once the records up to the end
+    at start are applied; `after` gets each fetch's results; refused records are dead-lettered
+    (once per process). The followers of `models`, `model-versions` and `moderation-queue`."""
+    tp = TopicPartition(topic, 0)
     consumer = group_less_consumer()
     await consumer.start()
     try:
-        consumer.assign([topic])
-        await consumer.seek_to_beginning(topic)
-        end = (await consumer.end_offsets([topic]))[topic]
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
         while True:
-            if not models_ready.is_set() and await consumer.position(topic) >= end:
-                models_ready.set()
+            if not ready.is_set() and await consumer.position(tp) >= end:
+                ready.set()
             batches = await consumer.getmany(timeout_ms=1000)
             refused: list[tuple[Any, str]] = []
-            loaded = [load_model(r, refused) for records in batches.values() for r in records]
+            results = [apply(r, refused) for records in batches.values() for r in records]
             await refuse(refused)
-            if any(loaded):
-                settle_heap()
+            if after is not None:
+                after(results)
     finally:
         await consumer.stop()
+
+
+@app.task
+async def follow_models() -> None:
+    """Every worker: hot-swap the latest version of each model from the `models` topic."""
+    await follow_compacted(settings.topic(t.MODELS), models_ready, load_model, settle_after_load)
+
+
+def settle_after_load(loaded: list[bool]) -> None:
+    if any(loaded):
+        settle_heap()
 
 
 def load_model(record: Any, refused: list[tuple[Any, str]]) -> bool:

@@ -15,13 +15,13 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
 from streams import topics as t
+from streams.adapter import stores
 from streams.app import app, settings, write_rows
 from streams.auth import Role, requires
 from streams.erasure import erase_view
@@ -347,9 +347,9 @@ def load_row(key: bytes, partition: int) -> dict[str, Any] | None:
     Faust's store path (its codec's stdlib decoder and model lookup) was a sixth of the worker's
     CPU with that store (py-spy)."""
     store = users_table.data
-    if not isinstance(store, RocksDBStore):
+    if not stores.is_rocksdb(store):
         return store.get(key)
-    raw = store._db_for_partition(partition).get(store._encode_key(key))
+    raw = stores.get_raw(store, partition, key)
     if raw is None:
         return None
     try:

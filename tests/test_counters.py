@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from streams.metrics import update_total
+from streams.counters import update_total
 
 
 def fresh() -> dict:

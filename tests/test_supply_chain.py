@@ -80,9 +80,12 @@ def test_every_imported_package_is_declared() -> None:
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
 
 
-# Private names of the pinned faust-streaming / aiokafka that streams/bulk.py and
-# streams/monitoring.py use: (module, attribute path).
+# Private names of the pinned faust-streaming / aiokafka (and the stdlib's process pool) that the
+# adapter, streams/adapter/, uses: (module, attribute path).
 PRIVATE = [
+    ("faust.stores.rocksdb", "Store.offset_key"),
+    ("faust.stores.rocksdb", "Store._encode_key"),
+    ("faust.stores.rocksdb", "Store._db_for_partition"),
     ("faust.transport.drivers.aiokafka", "Consumer._wait_next_records"),
     ("faust.transport.drivers.aiokafka", "Consumer._to_message"),
     ("faust.transport.drivers.aiokafka", "Producer._ensure_producer"),
@@ -98,10 +101,17 @@ PRIVATE = [
 # Instance attributes set in __init__ (checked on the source, since building a consumer needs an
 # app): the bookkeeping that offset commits read.
 PRIVATE_ATTRIBUTES = {
-    "faust.transport.consumer": ["_read_offset", "_committed_offset", "_acked", "_acked_index",
-                                 "_n_acked"],
+    "faust.transport.consumer": [
+        "_read_offset",
+        "_committed_offset",
+        "_acked",
+        "_acked_index",
+        "_n_acked",
+    ],
     "faust.transport.drivers.aiokafka": ["_thread", "_consumer"],
     "aiokafka.producer.producer": ["_metadata"],
+    "faust.stores.rocksdb": ["_key_index", "_dbs"],
+    "concurrent.futures.process": ["_processes"],
 }
 
 
@@ -112,7 +122,7 @@ def test_private_names_the_worker_relies_on_exist(module: str, path: str) -> Non
     obj = importlib.import_module(module)
     for part in path.split("."):
         assert hasattr(obj, part), (
-            f"{module}.{path} is gone: faust-streaming/aiokafka changed; streams/bulk.py relies "
+            f"{module}.{path} is gone: faust-streaming/aiokafka changed; streams/adapter/ relies "
             "on it (pinned in pyproject.toml: upgrade deliberately)"
         )
         obj = getattr(obj, part)
@@ -125,7 +135,26 @@ def test_private_attributes_are_still_set(module: str) -> None:
 
     source = inspect.getsource(importlib.import_module(module))
     for name in PRIVATE_ATTRIBUTES[module]:
-        assert f"self.{name}" in source, f"{module} no longer sets self.{name} (streams/bulk.py)"
+        assert f"self.{name}" in source, f"{module} no longer sets self.{name} (streams/adapter/)"
+
+
+def test_only_the_adapter_touches_private_names() -> None:
+    """A private name of the libraries, or a private module of Faust, anywhere in streams/ but
+    streams/adapter/ would escape the canary above."""
+    names = {path.rsplit(".", 1)[-1] for _, path in PRIVATE}
+    names |= {name for attrs in PRIVATE_ATTRIBUTES.values() for name in attrs}
+    names = {name for name in names if name.startswith("_")} | {"max_messages"}
+    alternatives = "|".join(sorted(names))
+    uses = re.compile(rf"\.({alternatives})\b")
+    private_modules = re.compile(r"^(from|import) faust\.(stores|transport)\b", re.M)
+    offenders = []
+    for path in sorted((ROOT / "streams").rglob("*.py")):
+        if "adapter" in path.relative_to(ROOT / "streams").parts:
+            continue
+        text = path.read_text()
+        found = set(uses.findall(text)) | {m.group(0) for m in private_modules.finditer(text)}
+        offenders += [f"{path.relative_to(ROOT)}: {name}" for name in sorted(found)]
+    assert not offenders, f"private library names outside streams/adapter/: {offenders}"
 
 
 def test_the_image_runs_as_a_user_and_installs_the_lock() -> None:

@@ -33,6 +33,7 @@ import faust.streams as faust_streams
 from aiokafka import AIOKafkaProducer, TopicPartition
 from faust.exceptions import NotReady
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP, EventT
 from faust.types.tuples import ack_lock
 from faust.web.exceptions import ServiceUnavailable
@@ -213,7 +214,7 @@ class App(faust.App):
 
             @wraps(fun)
             async def get(view: Any, request: Any, *args: Any, **kw: Any) -> Any:
-                if not self._knows_partitions(table.changelog_topic.get_topic_name()):
+                if not self.knows_partitions(table.changelog_topic.get_topic_name()):
                     raise ServiceUnavailable()
                 return await routed(view, request, *args, **kw)
 
@@ -221,7 +222,9 @@ class App(faust.App):
 
         return decorator
 
-    def _knows_partitions(self, topic: str) -> bool:
+    def knows_partitions(self, topic: str) -> bool:
+        """Whether the producer's metadata has `topic` yet (a route to a partition's owner
+        needs it: before, Faust's router raises instead of answering 503)."""
         try:
             producer = self.producer._ensure_producer()
         except NotReady:
@@ -299,9 +302,7 @@ class BatchProducer:
         (murmur2, as Faust and kafka-python do), one batch per partition; wait for all of them."""
         await self.send_routed(topic, [(key, value, 0) for key, value in records])
 
-    async def send_routed(
-        self, topic: str, records: list[tuple[bytes | None, bytes, int]]
-    ) -> None:
+    async def send_routed(self, topic: str, records: list[tuple[bytes | None, bytes, int]]) -> None:
         """Like :meth:`send_keyed`; a record without a key goes to its given partition number
         (modulo the topic's partitions)."""
         if not records:
@@ -318,3 +319,14 @@ class BatchProducer:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+
+def set_producer_backlog(records: int) -> None:
+    """Faust pauses its streams while more than this many records wait to be produced (a class
+    attribute of its producer buffer: the setting is process-wide)."""
+    ProducerBuffer.max_messages = records
+
+
+def last_read_offset(consumer: Any, tp: TP) -> int | None:
+    """The offset of the last record Faust's consumer read from `tp` (None: none yet)."""
+    return consumer._read_offset.get(tp)

@@ -410,7 +410,7 @@ def serving(pages: dict[str, str]) -> Iterator[str]:
 
 
 def test_browser_beacon_with_the_public_key_is_counted(live) -> None:
-    from tests.test_browser import CHROMIUM, FLAGS
+    from tests.conftest import CHROMIUM, FLAGS
 
     if CHROMIUM is None:
         pytest.skip("no chromium executable (scripts/test.sh installs Debian's package)")

@@ -6,7 +6,6 @@ run each time it crosses the model's threshold.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections import defaultdict
 from typing import Any
@@ -17,7 +16,7 @@ from faust.web import Request, Response, View
 from streams.app import app, control_topic, counter_increments_topic, settings
 from streams.auth import Role, requires
 from streams.deadletters import send_dead_letter
-from streams.records import Rejected, RunRequest, loads_object, parse_counter_total
+from streams.records import Rejected, RunRequest, dumps_json, loads_object, parse_counter_total
 from streams.serving import CLUSTERING
 
 counters_table = app.Table(
@@ -32,7 +31,7 @@ counters_table = app.Table(
 def send_total(model: str, partition: int, total: int, extra: dict[str, int] | None = None) -> None:
     """A partition's absolute total for a model's counter (see :func:`update_total`)."""
     message = {"model": model, "partition": partition, "total": total, "extra": extra}
-    counter_increments_topic.send_soon(key=model.encode(), value=json.dumps(message).encode())
+    counter_increments_topic.send_soon(key=model.encode(), value=dumps_json(message))
 
 
 def threshold_of(model: str) -> int:

@@ -52,6 +52,7 @@ from streams.monitoring import BATCH_SECONDS, CLASSIFY_SECONDS, EVENTS, MODEL_VE
 from streams.records import (
     CommentLabel,
     Rejected,
+    dumps_json,
     loads_object,
     parse_comment,
     parse_comment_review,
@@ -427,7 +428,7 @@ def verdict_labels(
                 "ts": now,
                 "state": "reviewed",
             }
-            out.append((key, json.dumps(value).encode()))
+            out.append((key, dumps_json(value)))
     return out
 
 
@@ -448,7 +449,7 @@ def queue_records(
     for key, row in rows.items():
         entry = queue_entry(row)
         if entry != queue_entry(originals[key]):
-            out.append((key, None if entry is None else json.dumps(entry).encode()))
+            out.append((key, None if entry is None else dumps_json(entry)))
     return out
 
 
@@ -461,7 +462,7 @@ def training_example(row: dict[str, Any]) -> tuple[bytes, bytes]:
         "is_spam": row["review"],
         "reviewer": row.get("reviewer"),
     }
-    return row["comment_id"].encode(), json.dumps(example).encode()
+    return row["comment_id"].encode(), dumps_json(example)
 
 
 @comments_table.on_recover

@@ -10,7 +10,6 @@ the clustering counter (streams.counters).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter, defaultdict
@@ -31,6 +30,7 @@ from streams.profiles import (
 from streams.records import (
     Erase,
     Rejected,
+    dumps_json,
     loads_object,
     parse_new_user,
     parse_page_time,
@@ -212,7 +212,7 @@ async def _apply_locked(partition: int, records: list[Any], touched: list[dict[s
     # effect on replay, while the other order could store a row whose effect was never sent.
     await send_letters(batch.letters)
     await batch_producer.send_keyed(
-        ASSIGNMENTS, [(a["user_id"].encode(), json.dumps(a).encode()) for a in changed]
+        ASSIGNMENTS, [(a["user_id"].encode(), dumps_json(a)) for a in changed]
     )
     erased = await batch.finish_erasures()
     written = [(key, profile) for key, profile in profiles.items() if key not in batch.erased]

@@ -23,9 +23,7 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import math
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from typing import Any
@@ -36,26 +34,31 @@ from faust.web import Request, Response, View
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 
-from models.mixture import BayesianGaussianMixture
-from models.spam import METRIC_NAMES
 from streams import topics as t
 from streams.app import app, control_topic, models_ready, produce_acknowledged, settings
 from streams.auth import Role, json_body, requires
-from streams.clustering import serve_published
 from streams.deadletters import send_dead_letter
 from streams.ingest import read_json_body
-from streams.moderation import ServingFilter, filters, label_observers
+from streams.moderation import filters, label_observers
 from streams.monitoring import MODEL_VERSION
-from streams.records import MAX_COUNT, Rejected, RollbackRequest, dumps_json, loads_object
-from streams.serving import CLUSTERING, ServingModel, serving
+from streams.records import (
+    MAX_COUNT,
+    Rejected,
+    RollbackRequest,
+    count_or_none,
+    dumps_json,
+    loads_object,
+)
+from streams.serving import CLUSTERING
 from streams.trainer import (
     HISTORY_VERSIONS,
     archived,
     follow_compacted,
     group_less_consumer,
+    kinds,
     publish_model,
     read_latest,
-    trainers,
+    set_rollback,
     versions_topic,
 )
 
@@ -65,7 +68,6 @@ VERSIONS = settings.topic(t.MODEL_VERSIONS)
 DRIFT_WINDOW = 1000
 MIN_LABELS = 200  # below this many labels in the window, a share says little
 SPAM_SHARE_SHIFT = 0.2
-LABEL_CHANGE_SHARE = 0.3
 QUANTILES = (0.1, 0.5, 0.9)
 
 # model name -> version -> summary (what GET /models shows, plus the record's offset)
@@ -75,9 +77,7 @@ history_ready = asyncio.Event()
 
 def serving_version(name: str) -> int:
     """The version this worker serves (0: none yet)."""
-    if name == CLUSTERING:
-        return serving.version
-    return filters[name.removeprefix("spam:")].version
+    return kinds[name].version()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,25 +87,11 @@ def serving_version(name: str) -> int:
 def split_key(key: bytes | None) -> tuple[str, int]:
     """(model name, version) of a `model-versions` key `NAME@VERSION` of a known model."""
     name, sep, number = (key or b"").decode("utf-8", errors="replace").rpartition("@")
-    if not sep or name not in trainers:
+    if not sep or name not in kinds:
         raise Rejected(f"key {str(key)[:60]} is not NAME@VERSION of a known model")
     if not number.isdigit() or len(number) > 16 or not 0 < int(number) < MAX_COUNT:
         raise Rejected(f"version {number[:20]!r} is not a positive integer")
     return name, int(number)
-
-
-def _number(value: Any) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if ok and math.isfinite(value) else None
-
-
-def _count(value: Any) -> int | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_COUNT
-    return value if ok else None
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def summarise(name: str, version: int, record: Any) -> dict[str, Any]:
@@ -121,45 +107,10 @@ def summarise(name: str, version: int, record: Any) -> dict[str, Any]:
         "reason": reason[:100] if isinstance(reason, str) else None,
         "published_at": record.timestamp / 1000,  # Kafka's milliseconds
         "bytes": len(record.value),
-        "rollback_of": _count(document.get("rollback_of")),
+        "rollback_of": count_or_none(document.get("rollback_of")),
         "offset": record.offset,
     }
-    figures = clustering_figures if name == CLUSTERING else spam_figures
-    return {**summary, **figures(document)}
-
-
-def clustering_figures(document: dict[str, Any]) -> dict[str, Any]:
-    mixture = _object(document.get("mixture"))
-    labels = mixture.get("labels")
-    return {
-        "trained_at": _number(mixture.get("trained_at")),
-        "clusters": len(labels) if isinstance(labels, dict) else None,
-        "lower_bound": _number(_object(mixture.get("posterior")).get("lower_bound")),
-        "label_change_share": _number(mixture.get("label_change_share")),
-        "users": _count(document.get("users")),
-        "warm_start": document.get("warm_start") is True,
-    }
-
-
-def spam_figures(document: dict[str, Any]) -> dict[str, Any]:
-    model = _object(document.get("model"))
-    cv = _object(model.get("cv"))
-    mean, two_std, folds = _number(cv.get("mean")), _number(cv.get("two_std")), cv.get("folds")
-    metric = cv.get("metric") if cv.get("metric") in METRIC_NAMES else None
-    shown = None
-    if metric and mean is not None and two_std is not None and _count(folds):
-        shown = f"{METRIC_NAMES[metric]} metric ({folds} folds): {mean:.3f} ± {two_std:.3f}"
-    return {
-        "trained_at": _number(model.get("trained_at")),
-        "cross_validation": shown,
-        "cv_metric": metric,
-        "cv_mean": mean,
-        "cv_two_std": two_std,
-        "training_size": _count(model.get("training_size")),
-        "pretraining_size": _count(document.get("pretraining_size")),
-        "reviewed_size": _count(document.get("reviewed_size")),
-        "training_spam_share": _number(document.get("training_spam_share")),
-    }
+    return {**summary, **kinds[name].figures(document)}
 
 
 def apply_version(record: Any, refused: list[tuple[Any, str]]) -> None:
@@ -192,7 +143,7 @@ async def archive_serving_versions() -> None:
     document), so it can be rolled back to."""
     await models_ready.wait()
     await history_ready.wait()
-    missing = [n for n in trainers if serving_version(n) not in (0, *history[n])]
+    missing = [n for n in kinds if serving_version(n) not in (0, *history[n])]
     if not missing:
         return
     latest = await read_latest(settings.topic(t.MODELS), 1)
@@ -208,7 +159,7 @@ async def archive_serving_versions() -> None:
 def models_view() -> dict[str, Any]:
     """GET /models: per model, the versions in the history (oldest first) and the serving one."""
     out = {}
-    for name in sorted(trainers):
+    for name in sorted(kinds):
         current = serving_version(name)
         versions = [
             {**{k: v for k, v in s.items() if k != "offset"}, "serving": s["version"] == current}
@@ -256,7 +207,7 @@ async def wanted_document(name: str, version: int) -> dict[str, Any]:
 def as_new_version(name: str, document: dict[str, Any], target: int, version: int) -> dict:
     """Version `target`'s document renumbered as `version` (document and model state agree on
     their version number; nothing else of the state changes)."""
-    inner = "mixture" if name == CLUSTERING else "model"
+    inner = kinds[name].state
     if not isinstance(document.get(inner), dict):
         raise Rejected(f"the document has no {inner} object")
     return {
@@ -271,27 +222,12 @@ def as_new_version(name: str, document: dict[str, Any], target: int, version: in
 def dry_load(name: str, document: dict[str, Any]) -> Any:
     """Validate `document` with its loader's own code on a fresh serving object (the loader
     sets the version gauge: it is put back, the document serves only once published)."""
-    if name == CLUSTERING:
-        probe: Any = ServingModel()
-    else:
-        original = filters[name.removeprefix("spam:")]
-        probe = ServingFilter(original.name, original.preset)
+    probe = kinds[name].fresh()
     try:
         probe.load(document)
     finally:
         MODEL_VERSION.labels(model=name).set(serving_version(name))
     return probe
-
-
-def change_share(rolled: BayesianGaussianMixture) -> float | None:
-    """Share of the serving version's sampled users whose label the rolled-back mixture
-    changes: the rollback's label-change share (the old document's was against its own
-    predecessor)."""
-    points = _object((serving.document or {}).get("sample")).get("points")
-    if serving.mixture is None or not points:
-        return None
-    X = np.asarray(points, dtype=float)
-    return float(np.mean(serving.mixture.predict(X) != rolled.predict(X)))
 
 
 async def rollback(name: str, target: int, message: Any) -> None:
@@ -305,18 +241,15 @@ async def rollback(name: str, target: int, message: Any) -> None:
     except Exception as exc:
         await send_dead_letter(message, f"bad rollback request: {type(exc).__name__}: {exc}")
         raise
-    if name == CLUSTERING:
-        document["mixture"]["label_change_share"] = change_share(probe.mixture)
+    kind = kinds[name]
+    if kind.before_rollback is not None:
+        kind.before_rollback(document, probe)
     await publish_model(document)
-    if name == CLUSTERING:
-        await serve_published(document)
-    else:
-        filters[name.removeprefix("spam:")].load(document)
+    await kind.serve(document)
     log.warning("%s v%d: rollback to v%d", name, version, target)
 
 
-for _name, _trainer in trainers.items():
-    _trainer.rollback = functools.partial(rollback, _name)
+set_rollback(rollback)
 
 
 @app.page("/models")
@@ -334,7 +267,7 @@ class RollbackView(View):
     @requires(Role.ADMIN)
     @json_body
     async def post(self, request: Request, name: str) -> Response:
-        if name not in trainers:
+        if name not in kinds:
             return self.json({"error": f"unknown model {name[:60]!r}"}, status=404)
         try:
             obj = await read_json_body(request)
@@ -369,13 +302,11 @@ label_observers.append(observe)
 
 
 def drift(name: str) -> dict[str, Any]:
-    """The drift figures of a model on this worker (None where nothing is known yet)."""
-    if name == CLUSTERING:
-        share = serving.mixture.label_change_share_ if serving.mixture else None
-        return {
-            "label_change_share": share,
-            "alert": share is not None and share > LABEL_CHANGE_SHARE,
-        }
+    """The drift figures of a model on this worker (None where nothing is known yet): the
+    kind's own, else those of the scores its labels carried (a filter's)."""
+    own = kinds[name].drift
+    if own is not None:
+        return own()
     window = np.fromiter(scores[name.removeprefix("spam:")], dtype=float)
     entry = history[name].get(serving_version(name), {})
     training = entry.get("training_spam_share")

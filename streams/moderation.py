@@ -31,7 +31,7 @@ from typing import Any
 import sklearn
 from faust.web import Request, Response, View
 
-from models.spam import PRESETS, SpamFilter, SpamFilterConfig
+from models.spam import METRIC_NAMES, PRESETS, SpamFilter
 from streams import topics as t
 from streams.app import (
     app,
@@ -48,12 +48,16 @@ from streams.counters import (
     send_total,
 )
 from streams.deadletters import letter, send_letters
+from streams.fitting import train_filter
 from streams.monitoring import BATCH_SECONDS, CLASSIFY_SECONDS, EVENTS, MODEL_VERSION
 from streams.records import (
     CommentLabel,
     Rejected,
+    count_or_none,
     dumps_json,
+    finite_or_none,
     loads_object,
+    object_or_empty,
     parse_comment,
     parse_comment_review,
     parse_erase,
@@ -61,6 +65,7 @@ from streams.records import (
 )
 from streams.serving import CLUSTERING
 from streams.trainer import (
+    ModelKind,
     forget_history,
     in_helper_process,
     publish_model,
@@ -488,14 +493,6 @@ async def recount_reviews() -> None:
 # Retraining
 
 
-def train_filter(
-    texts: list[str], labels: list[bool], config: dict, name: str, version: int
-) -> dict:
-    """Runs in the helper process: fit + cross-validate + calibrate, as a JSON-able dict."""
-    model = SpamFilter(SpamFilterConfig(**config), name=name, version=version - 1)
-    return model.fit(texts, labels).to_dict()
-
-
 async def training_data(name: str) -> tuple[list[str], list[bool], int, int]:
     """The filter's pretraining corpus plus its reviewed comments (reviews win on equal text)."""
     parse = parse_training_example
@@ -554,7 +551,48 @@ def make_run(name: str) -> Any:
     return run_retrain
 
 
-retrainers = {name: register(f"spam:{name}", make_run(name), f.load) for name, f in filters.items()}
+def figures(document: dict[str, Any]) -> dict[str, Any]:
+    """A filter version's figures in the model history (GET /models)."""
+    model = object_or_empty(document.get("model"))
+    cv = object_or_empty(model.get("cv"))
+    mean, two_std = finite_or_none(cv.get("mean")), finite_or_none(cv.get("two_std"))
+    folds = cv.get("folds")
+    metric = cv.get("metric") if cv.get("metric") in METRIC_NAMES else None
+    shown = None
+    if metric and mean is not None and two_std is not None and count_or_none(folds):
+        shown = f"{METRIC_NAMES[metric]} metric ({folds} folds): {mean:.3f} ± {two_std:.3f}"
+    return {
+        "trained_at": finite_or_none(model.get("trained_at")),
+        "cross_validation": shown,
+        "cv_metric": metric,
+        "cv_mean": mean,
+        "cv_two_std": two_std,
+        "training_size": count_or_none(model.get("training_size")),
+        "pretraining_size": count_or_none(document.get("pretraining_size")),
+        "reviewed_size": count_or_none(document.get("reviewed_size")),
+        "training_spam_share": finite_or_none(document.get("training_spam_share")),
+    }
+
+
+def filter_kind(serving_filter: ServingFilter) -> ModelKind:
+    """A spam filter as a model kind: its own key `spam:NAME`, trainer and serving object."""
+
+    async def serve(document: dict[str, Any]) -> None:
+        serving_filter.load(document)
+
+    return ModelKind(
+        name=f"spam:{serving_filter.name}",
+        state="model",
+        run=make_run(serving_filter.name),
+        load=serving_filter.load,
+        version=lambda: serving_filter.version,
+        fresh=lambda: ServingFilter(serving_filter.name, serving_filter.preset),
+        serve=serve,
+        figures=figures,
+    )
+
+
+retrainers = {name: register(filter_kind(f)) for name, f in filters.items()}
 
 if settings.moderation_cron:
 

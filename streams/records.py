@@ -600,3 +600,21 @@ class Erasure(_Record):
 
     erasure_id: str = field(metadata=STRING_ID)
     ts: float = field(metadata=TS)
+
+
+# Readers of a model document's display figures (GET /models): a figure of the wrong type shows
+# as null; the whole document is validated by its loader before it is ever served.
+
+
+def finite_or_none(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) else None
+
+
+def count_or_none(value: Any) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_COUNT
+    return value if ok else None
+
+
+def object_or_empty(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

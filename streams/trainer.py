@@ -65,8 +65,6 @@ class Trainer:
     # Erasure requests not yet served by a run (streams.moderation forgets the history then).
     erasures: int = 0
     jobs: deque[tuple[str, Job]] = field(default_factory=deque)
-    # Set by streams.lifecycle: rollback(version, control record) republishes that version.
-    rollback: Callable[[int, Any], Awaitable[None]] | None = None
 
     def request(self, reason: str) -> None:
         if reason == "erasure":  # the run must also forget what the erased user gave it
@@ -130,18 +128,44 @@ class Trainer:
         }
 
 
+@dataclass(frozen=True)
+class ModelKind:
+    """What one model provides to be trained off the loop, published, validated, served,
+    versioned, rolled back and shown. Its module builds one and registers it: a new kind of
+    model touches its own module and that one call (streams.clustering, streams.moderation)."""
+
+    name: str  # its key on `models` (and NAME@VERSION on `model-versions`)
+    state: str  # the document's object that holds the fitted state, with its own version
+    run: Callable[[str], Awaitable[None]]  # a run: fit off the loop, publish, serve
+    load: Callable[[dict[str, Any]], bool]  # validate and hot-swap a document; raises if wrong
+    version: Callable[[], int]  # the version serving on this worker (0: none yet)
+    fresh: Callable[[], Any]  # a new serving object: its .load validates without serving
+    serve: Callable[[dict[str, Any]], Awaitable[None]]  # serve a published version
+    figures: Callable[[dict[str, Any]], dict[str, Any]]  # a version's figures (GET /models)
+    drift: Callable[[], dict[str, Any]] | None = None  # None: the labels' score-window drift
+    # A rollback's last word on the renumbered document, given the serving object it was
+    # validated on (clustering: the label-change share against the serving version).
+    before_rollback: Callable[[dict[str, Any], Any], None] | None = None
+
+
+kinds: dict[str, ModelKind] = {}
 trainers: dict[str, Trainer] = {}
-model_loaders: dict[str, Callable[[dict[str, Any]], Any]] = {}
+# rollback(name, version, control record): republishes that version of any kind; set by
+# streams.lifecycle, which keeps the model history (None: rollback requests are refused).
+Rollback = Callable[[str, int, Any], Awaitable[None]]
+_rollback: list[Rollback] = []
 
 
-def register(
-    model: str, run: Callable[[str], Awaitable[None]], loader: Callable[[dict[str, Any]], Any]
-) -> Trainer:
-    trainers[model] = Trainer(model, run)
-    model_loaders[model] = loader
+def set_rollback(job: Rollback) -> None:
+    _rollback[:] = [job]
+
+
+def register(kind: ModelKind) -> Trainer:
+    kinds[kind.name] = kind
+    trainers[kind.name] = Trainer(kind.name, kind.run)
     for outcome in ("ok", "error"):  # series from 0, so a first failure is an increase
-        MODEL_RUNS.labels(model=model, outcome=outcome)
-    return trainers[model]
+        MODEL_RUNS.labels(model=kind.name, outcome=outcome)
+    return trainers[kind.name]
 
 
 @app.agent(control_topic)
@@ -153,14 +177,13 @@ async def control_agent(stream: Any) -> None:
             trainer = trainers.get(request.model)
             if trainer is None:
                 raise Rejected(f"unknown model {request.model[:40]!r}")
-            rollback = trainer.rollback
-            if isinstance(request, RollbackRequest) and rollback is None:
+            if isinstance(request, RollbackRequest) and not _rollback:
                 raise Rejected(f"model {request.model[:40]!r} has no rollback")
         except Rejected as exc:
             await send_dead_letter(event.message, f"bad control request: {exc}")
             continue
         if isinstance(request, RollbackRequest):
-            job = functools.partial(rollback, request.version, event.message)  # type: ignore[arg-type]
+            job = functools.partial(_rollback[0], request.model, request.version, event.message)
             trainer.submit(f"rollback to v{request.version}", job)
         else:
             trainer.request(request.reason)
@@ -360,17 +383,17 @@ def load_model(record: Any, refused: list[tuple[Any, str]]) -> bool:
     Whatever a document holds, no exception leaves here: workers re-read `models` from the
     start, so one that escaped would crash every worker again at every restart."""
     key = (record.key or b"").decode("utf-8", errors="replace")
-    loader = model_loaders.get(key)
+    kind = kinds.get(key)
     if record.value is None:
         return False
-    if loader is None:
+    if kind is None:
         refused.append((record, f"unknown model {key[:40]!r}"))
         return False
     try:
         document = loads_object(record.value, t.MODEL_MAX_BYTES)
         if document.get("name") != key:
             raise Rejected(f"document name {str(document.get('name'))[:40]!r} is not its key")
-        return bool(loader(document))
+        return bool(kind.load(document))
     except Exception as exc:  # the boundary: any failure refuses the document
         log.error("refused the model document at offset %d: %r", record.offset, exc)
         refused.append((record, f"invalid model document: {type(exc).__name__}: {exc}"[:500]))

@@ -100,7 +100,7 @@ def row(offset: int, key: bytes | None, value: object) -> SimpleNamespace:
 
 
 def test_population_sums_every_user_and_refuses_what_is_not_a_row() -> None:
-    from streams.clustering import Population
+    from streams.fitting import Population
     from streams.serving import FEATURES
 
     rng = np.random.default_rng(2)
@@ -123,7 +123,7 @@ def test_population_sums_every_user_and_refuses_what_is_not_a_row() -> None:
         row(9005, None, {"user_id": "x5"}),
         row(9006, b"x6", {"user_id": "x6", "weight": -1}),
     ]
-    population = Population(BottomK(500), seed=1, metric="avg1")
+    population = Population(BottomK(500), seed=1, metric="avg1", features=FEATURES)
     population.add((r.key, r.value, r) for r in records[:1000] + hostile[:3])  # a partition
     population.add((r.key, r.value, r) for r in records[1000:] + hostile[3:])
     metric = np.array([p["avg1"] for p in users.values() if p["avg1"] is not None])
@@ -146,7 +146,8 @@ def test_local_rows_read_a_database_the_worker_keeps_open(tmp_path) -> None:
     a path that holds no database gives None (the changelog is read instead)."""
     import rocksdict
 
-    from streams.clustering import local_rows
+    from streams.adapter.stores import OFFSET_KEY
+    from streams.fitting import local_rows
 
     options = rocksdict.Options(raw_mode=True)
     options.create_if_missing(True)
@@ -154,11 +155,11 @@ def test_local_rows_read_a_database_the_worker_keeps_open(tmp_path) -> None:
     rows = {f"u{i}".encode(): orjson.dumps({"user_id": f"u{i}"}) for i in range(2500)}
     for key, value in rows.items():
         primary.put(key, value)
-    primary.put(b"__faust\0offset__", b"41")
+    primary.put(OFFSET_KEY, b"41")
     try:
-        read = local_rows(str(tmp_path / "users-0.db"))
+        read = local_rows(str(tmp_path / "users-0.db"), OFFSET_KEY)
         assert read is not None
         assert {key: value for key, value, source in read} == rows
-        assert local_rows(str(tmp_path / "nothing-here.db")) is None
+        assert local_rows(str(tmp_path / "nothing-here.db"), OFFSET_KEY) is None
     finally:
         primary.close()

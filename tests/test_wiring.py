@@ -4,6 +4,8 @@ the worker imports, so none is silently left unregistered."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from streams.cli import WORKER_MODULES
@@ -34,3 +36,17 @@ def test_every_registering_module_is_loaded_by_the_worker() -> None:
 
 def test_every_listed_module_exists() -> None:
     assert all((STREAMS / f"{name}.py").is_file() for name in WORKER_MODULES)
+
+
+def test_the_helper_process_imports_no_worker_module() -> None:
+    """A spawned helper unpickles streams.fitting's functions by module name: importing it must
+    not build the Faust app nor load Faust (a fresh interpreter, as the helper is)."""
+    probe = (
+        "import sys, streams.fitting; "
+        "print(sorted(m for m in sys.modules if m == 'faust' or m.startswith(('faust.', "
+        "'streams.app', 'streams.trainer', 'streams.clustering', 'streams.moderation'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -1,0 +1,115 @@
+"""The model-kind protocol (pure, no broker): a kind registered with one call is loaded from
+`models`, summarised in the history, renumbered and validated for a rollback, and shown with its
+own drift, with no other module knowing it (what a third kind of model would rely on)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from streams.cli import load_worker_modules
+from streams.monitoring import MODEL_RUNS, MODEL_VERSION
+from streams.records import Rejected, dumps_json
+
+load_worker_modules()
+
+from streams import lifecycle, trainer  # noqa: E402  (after the worker's modules registered)
+
+
+class Threshold:
+    """A toy serving object: one threshold, validated on load."""
+
+    def __init__(self) -> None:
+        self.document: dict[str, Any] | None = None
+
+    @property
+    def version(self) -> int:
+        return self.document["version"] if self.document else 0
+
+    def load(self, document: dict[str, Any]) -> bool:
+        state = document.get("state")
+        if not isinstance(state, dict) or not isinstance(state.get("threshold"), float):
+            raise Rejected("state.threshold must be a float")
+        if document["version"] <= self.version:
+            return False
+        self.document = document
+        return True
+
+
+@pytest.fixture
+def toy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Threshold]:
+    monkeypatch.setattr(trainer, "kinds", dict(trainer.kinds))
+    monkeypatch.setattr(trainer, "trainers", dict(trainer.trainers))
+    monkeypatch.setattr(lifecycle, "kinds", trainer.kinds)
+    serving = Threshold()
+    served: list[int] = []
+
+    async def serve(document: dict[str, Any]) -> None:
+        served.append(document["version"])
+
+    async def run(reason: str) -> None: ...
+
+    trainer.register(
+        trainer.ModelKind(
+            name="toy",
+            state="state",
+            run=run,
+            load=serving.load,
+            version=lambda: serving.version,
+            fresh=Threshold,
+            serve=serve,
+            figures=lambda d: {"threshold": d["state"]["threshold"]},
+            drift=lambda: {"alert": False, "threshold": serving.document and 1.0},
+        )
+    )
+    serving.served = served  # type: ignore[attr-defined]
+    yield serving
+    for outcome in ("ok", "error"):  # the process's registry as it was
+        MODEL_RUNS.remove("toy", outcome)
+    with contextlib.suppress(KeyError):
+        MODEL_VERSION.remove("toy")
+
+
+def record(key: str, document: dict[str, Any], offset: int = 7) -> SimpleNamespace:
+    value = dumps_json(document)
+    return SimpleNamespace(
+        topic="models", partition=0, offset=offset, key=key.encode(), value=value,
+        timestamp=1_700_000_000_000,
+    )  # fmt: skip
+
+
+DOC = {"name": "toy", "version": 1, "reason": "test", "state": {"threshold": 0.5, "version": 1}}
+
+
+def test_a_registered_kind_loads_from_models_and_refuses_a_bad_document(toy: Threshold) -> None:
+    refused: list = []
+    assert trainer.load_model(record("toy", DOC), refused) is True
+    assert (toy.version, refused) == (1, [])
+    bad = {**DOC, "version": 2, "state": {"threshold": "high"}}
+    assert trainer.load_model(record("toy", bad, 8), refused) is False
+    assert toy.version == 1
+    assert [reason for _, reason in refused] == [
+        "invalid model document: Rejected: state.threshold must be a float"
+    ]
+
+
+def test_history_rollback_and_drift_go_through_the_kind(toy: Threshold) -> None:
+    toy.load(DOC)
+    summary = lifecycle.summarise("toy", 1, record("toy@1", DOC))
+    assert (summary["version"], summary["threshold"], summary["reason"]) == (1, 0.5, "test")
+    assert lifecycle.serving_version("toy") == 1
+    renumbered = lifecycle.as_new_version("toy", DOC, target=1, version=3)
+    assert renumbered["state"] == {"threshold": 0.5, "version": 3}
+    assert (renumbered["version"], renumbered["rollback_of"]) == (3, 1)
+    probe = lifecycle.dry_load("toy", renumbered)
+    assert probe.version == 3 and toy.version == 1  # validated on a fresh object, not served
+    with pytest.raises(Rejected):
+        lifecycle.dry_load("toy", {**renumbered, "state": {}})
+    assert lifecycle.drift("toy") == {"alert": False, "threshold": 1.0}
+    asyncio.run(trainer.kinds["toy"].serve(renumbered))
+    assert toy.served == [3]  # type: ignore[attr-defined]

@@ -122,19 +122,29 @@ def assignments(stack: Stack) -> list[dict]:
     return [json.loads(r.value) for r in stack.consume_all("cluster-assignments", 0) if r.value]
 
 
+def loaded_worker(stack: Stack, n: int, seed: int, timeout: float, **env: str) -> tuple:
+    """A worker (configured with `env`, threshold 0) that has applied the events of `n` users:
+    (worker, users, events sent)."""
+    stack.env.update(SMARTSTREAM_CLUSTERING_THRESHOLD="0", **env)
+    worker = stack.start_worker()
+    users = make_users(1, n, seed=seed)
+    sent = send(stack, users)
+    wait_for(lambda: processed(worker) == sent, timeout, "the users' events")
+    return worker, users, sent
+
+
 def test_sample_fit_exact_sums_and_every_changed_user_assigned_once(stack: Stack) -> None:
     """6,000 users, a fit on 1,500 of them, two partitions of 3,000 rows (three slices each):
     v1 assigns everyone once; v2 (1,500 more users) assigns exactly the users it changes."""
-    stack.env.update(
+    worker, old, sent = loaded_worker(
+        stack,
+        6000,
+        seed=1,
+        timeout=120,
         SMARTSTREAM_PARTITIONS="2",
-        SMARTSTREAM_CLUSTERING_THRESHOLD="0",
         SMARTSTREAM_CLUSTERING_SAMPLE_SIZE="1500",
         SMARTSTREAM_CLUSTERING_RESTARTS="3",
     )
-    worker = stack.start_worker()
-    old = make_users(1, 6000, seed=1)
-    sent = send(stack, old)
-    wait_for(lambda: processed(worker) == sent, 120, "the users' events")
     stack.cli("recluster")
     wait_for(lambda: serving_everywhere(worker, 1, 2), 180, "v1 and its passes")
 
@@ -224,15 +234,14 @@ def test_killed_in_the_middle_of_a_reassignment_every_user_ends_assigned(stack: 
     slices are out. Its restart (a fresh data directory, recovered from the changelog) passes
     over every partition it gains: every user ends with v1's assignment, no record of v1
     carries another cluster, and only the slices in flight at the kill were sent twice."""
-    stack.env.update(
+    worker, users, _ = loaded_worker(
+        stack,
+        40_000,
+        seed=3,
+        timeout=240,
         SMARTSTREAM_STORE="rocksdb://",
-        SMARTSTREAM_CLUSTERING_THRESHOLD="0",
         SMARTSTREAM_CLUSTERING_RESTARTS="2",
     )
-    worker = stack.start_worker()
-    users = make_users(1, 40_000, seed=3)
-    sent = send(stack, users)
-    wait_for(lambda: processed(worker) == sent, 240, "the users' events")
     watch = Watch(stack, 1, worker, kill_at=2000)
     try:
         stack.cli("recluster")
@@ -271,11 +280,9 @@ def helpers_of(worker: Worker) -> list[int]:
 
 
 def test_fit_timeout_fails_the_run_and_the_previous_version_serves(stack: Stack) -> None:
-    stack.env.update(SMARTSTREAM_CLUSTERING_THRESHOLD="0", SMARTSTREAM_CLUSTERING_RESTARTS="2")
-    worker = stack.start_worker()
-    users = make_users(1, 3000, seed=4)
-    sent = send(stack, users)
-    wait_for(lambda: processed(worker) == sent, 120, "the users' events")
+    worker, _, _ = loaded_worker(
+        stack, 3000, seed=4, timeout=120, SMARTSTREAM_CLUSTERING_RESTARTS="2"
+    )
     stack.cli("recluster")
     wait_for(lambda: serving_everywhere(worker, 1, stack.settings.partitions), 120, "v1")
     before = worker.get("/users/7")[1]
@@ -312,15 +319,14 @@ def test_no_stall_while_50000_users_are_reclustered(stack: Stack) -> None:
     trainer decoded, sorted and snapshotted every profile on it (~28 us each, 1.4 s here) and
     each partition's re-assignment walked all its rows in one handler (~17 us each). The bounds
     leave room for two loaded cores, where a 15 ms slice can take several times as long."""
-    stack.env.update(
+    worker, _, _ = loaded_worker(
+        stack,
+        50_000,
+        seed=5,
+        timeout=300,
         SMARTSTREAM_STORE="rocksdb://",
-        SMARTSTREAM_CLUSTERING_THRESHOLD="0",
         SMARTSTREAM_CLUSTERING_RESTARTS="3",
     )
-    worker = stack.start_worker()
-    users = make_users(1, 50_000, seed=5)
-    sent = send(stack, users)
-    wait_for(lambda: processed(worker) == sent, 300, "the users' events")
     lag = "smartstream_event_loop_lag_seconds"
     wait_for(lambda: metrics(worker)[lag] < 0.1, 60, "the ingestion's stalls out of the window")
     before = metrics(worker)

@@ -54,8 +54,8 @@ async def run_clustering(reason: str) -> None:
         "seed": settings.clustering_seed + trainer.runs,
         "features": FEATURES,
     }
-    document = serving.document
-    current = {k: document.get(k, 0) for k in ("warm_runs", "cold_weight")} if document else None
+    served = serving.document
+    current = {k: served.get(k, 0) for k in ("warm_runs", "cold_weight")} if served else None
     result = await in_helper_process(
         recluster,
         settings,
@@ -77,10 +77,14 @@ async def run_clustering(reason: str) -> None:
     version = serving.version + 1
     fitted, warm, weight = result["fitted"], result["warm"], result["weight"]
     fitted["mixture"]["version"] = version
-    cold_weight = document.get("cold_weight", 0) if warm and document else weight
+    # A warm run continues the serving version's counts (there is none to warm from without one).
+    if warm and current:
+        cold_weight, warm_runs = current["cold_weight"], current["warm_runs"] + 1
+    else:
+        cold_weight, warm_runs = weight, 0
     document = {
         "cold_weight": cold_weight,
-        "warm_runs": (document or {}).get("warm_runs", 0) + 1 if warm else 0,
+        "warm_runs": warm_runs,
         "name": CLUSTERING,
         "version": version,
         "reason": reason,

@@ -153,11 +153,12 @@ trainers: dict[str, Trainer] = {}
 # rollback(name, version, control record): republishes that version of any kind; set by
 # streams.lifecycle, which keeps the model history (None: rollback requests are refused).
 Rollback = Callable[[str, int, Any], Awaitable[None]]
-_rollback: list[Rollback] = []
+_rollback: Rollback | None = None
 
 
 def set_rollback(job: Rollback) -> None:
-    _rollback[:] = [job]
+    global _rollback
+    _rollback = job
 
 
 def register(kind: ModelKind) -> Trainer:
@@ -177,13 +178,13 @@ async def control_agent(stream: Any) -> None:
             trainer = trainers.get(request.model)
             if trainer is None:
                 raise Rejected(f"unknown model {request.model[:40]!r}")
-            if isinstance(request, RollbackRequest) and not _rollback:
+            if isinstance(request, RollbackRequest) and _rollback is None:
                 raise Rejected(f"model {request.model[:40]!r} has no rollback")
         except Rejected as exc:
             await send_dead_letter(event.message, f"bad control request: {exc}")
             continue
         if isinstance(request, RollbackRequest):
-            job = functools.partial(_rollback[0], request.model, request.version, event.message)
+            job = functools.partial(_rollback, request.model, request.version, event.message)
             trainer.submit(f"rollback to v{request.version}", job)
         else:
             trainer.request(request.reason)

@@ -36,7 +36,7 @@ from streams.records import (
     parse_page_time,
     parse_user_command,
 )
-from streams.serving import CLUSTERING, assign, observe_metric, reassigner, serving
+from streams.serving import ASSIGNMENTS, CLUSTERING, assign, observe_metric, reassigner, serving
 from streams.users import load_row, mirror, row_partition, users_table, write_users
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ PAGE_TIMES = settings.topic(t.PAGE_TIMES)
 NEW_USERS = settings.topic(t.NEW_USERS)
 
 USER_COMMANDS = settings.topic(t.USER_COMMANDS)
-ASSIGNMENTS = settings.topic(t.CLUSTER_ASSIGNMENTS)
 RECENT_USERS = 200
 # The users this worker touched last, oldest first (an insertion-ordered dict used as a bounded,
 # deduplicated queue), for the demo site's user menu.

@@ -32,7 +32,7 @@ from models.normal import NormalPopulation
 from models.sample import BottomK, key_hash
 from models.spam import SpamFilter, SpamFilterConfig
 from streams import topics as t
-from streams.records import Rejected, loads_object
+from streams.records import Rejected, count_or_none, finite_or_none, loads_object
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -152,18 +152,13 @@ def parse_row(
         features = [float(obj.get(f) or 0.0) for f in names]
     except (TypeError, ValueError, OverflowError):
         raise Rejected(f"a users row needs numbers for {list(names)}") from None
-    value, weight = obj.get(metric), obj.get("weight", 0)
-    if not all(math.isfinite(x) for x in features) or not _number_or_none(value):
+    raw_value, raw_weight = obj.get(metric), obj.get("weight", 0)
+    value, weight = finite_or_none(raw_value), count_or_none(raw_weight)
+    if not all(math.isfinite(x) for x in features) or (value is None and raw_value is not None):
         raise Rejected(f"a users row needs finite {list(names)} and {metric}")
-    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+    if weight is None:
         raise Rejected("a users row's weight must be a count")
-    return user_id, features, None if value is None else float(value), weight
-
-
-def _number_or_none(value: Any) -> bool:
-    if value is None:
-        return True
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return user_id, features, value, weight
 
 
 async def read_population(

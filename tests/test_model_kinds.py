@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -113,3 +115,20 @@ def test_history_rollback_and_drift_go_through_the_kind(toy: Threshold) -> None:
     assert lifecycle.drift("toy") == {"alert": False, "threshold": 1.0}
     asyncio.run(trainer.kinds["toy"].serve(renumbered))
     assert toy.served == [3]  # type: ignore[attr-defined]
+
+
+def test_history_figures_of_hostile_numbers_show_as_null() -> None:
+    """A version whose figures hold a 400-digit integer, NaN or a string is summarised with
+    those figures null (its loader validates the whole document before it can serve)."""
+    huge = 10**400
+    posterior = {"lower_bound": "x"}
+    mixture = {"trained_at": huge, "label_change_share": math.nan, "posterior": posterior}
+    document = {"name": "clustering", "version": 4, "users": huge, "mixture": mixture}
+    raw = json.dumps(document)  # the stdlib writes both; orjson refuses to read them
+    record = SimpleNamespace(
+        topic="model-versions", partition=0, offset=3, key=b"clustering@4",
+        value=raw.encode(), timestamp=1_700_000_000_000,
+    )  # fmt: skip
+    summary = lifecycle.summarise("clustering", 4, record)
+    figures = ("trained_at", "users", "label_change_share", "lower_bound")
+    assert [summary[f] for f in figures] == [None, None, None, None]

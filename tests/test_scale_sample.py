@@ -122,6 +122,9 @@ def test_population_sums_every_user_and_refuses_what_is_not_a_row() -> None:
         row(9004, b"x4", {"user_id": "x4", "avg1": True}),
         row(9005, None, {"user_id": "x5"}),
         row(9006, b"x6", {"user_id": "x6", "weight": -1}),
+        row(9007, b"x7", b'{"user_id": "x7", "avg1": 1%s}' % (b"0" * 400)),
+        row(9008, b"x8", b'{"user_id": "x8", "weight": 1%s}' % (b"0" * 400)),
+        row(9009, b"x9", b'{"user_id": "x9", "%s": 1%s}' % (FEATURES[0].encode(), b"0" * 400)),
     ]
     population = Population(BottomK(500), seed=1, metric="avg1", features=FEATURES)
     population.add((r.key, r.value, r) for r in records[:1000] + hostile[:3])  # a partition

@@ -260,7 +260,6 @@ class BayesianGaussianMixture:
         else:
             self._label_by_norm(components)
         self.sizes_ = {self.labels_[k]: int((components == k).sum()) for k in self.labels_}
-        self.version = (previous.version if previous else 0) + 1
         self.duration_s = time.perf_counter() - start
         self.trained_at = time.time()
         return self

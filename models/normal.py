@@ -67,7 +67,6 @@ class NormalPopulation:
         self.b = self.a / e_tau
         self.lower_bound = float(q.L[q.iter - 1])
         self.iterations = int(q.iter)
-        self.version += 1
         return self
 
     @classmethod
@@ -79,7 +78,6 @@ class NormalPopulation:
             raise ValueError("need at least two observations")
         model = cls(n=int(n), sum_x=float(sum_x), sum_x2=float(sum_x2))
         model._solve()
-        model.version += 1
         return model
 
     def partial_fit(self, x: np.ndarray) -> NormalPopulation:

@@ -371,7 +371,6 @@ class SpamFilter:
         n_features = self.vectoriser.transform(texts[:1]).shape[1]
         self.input_dimensionality = (len(texts), int(n_features))
         self.training_size = len(texts)
-        self.version += 1
         self.duration_s = time.perf_counter() - start
         self.trained_at = time.time()
         return self

@@ -76,7 +76,8 @@ async def run_clustering(reason: str) -> None:
         return
     version = serving.version + 1
     fitted, warm, weight = result["fitted"], result["warm"], result["weight"]
-    fitted["mixture"]["version"] = version
+    for state in ("mixture", "population"):  # versions are assigned here, not by the fits
+        fitted[state]["version"] = version
     # A warm run continues the serving version's counts (there is none to warm from without one).
     if warm and current:
         cold_weight, warm_runs = current["cold_weight"], current["warm_runs"] + 1

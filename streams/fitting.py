@@ -320,5 +320,5 @@ def train_filter(
     texts: list[str], labels: list[bool], config: dict, name: str, version: int
 ) -> dict:
     """A spam filter's fit + cross-validation + calibration, as a JSON-able dict."""
-    model = SpamFilter(SpamFilterConfig(**config), name=name, version=version - 1)
+    model = SpamFilter(SpamFilterConfig(**config), name=name, version=version)
     return model.fit(texts, labels).to_dict()

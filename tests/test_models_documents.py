@@ -174,6 +174,16 @@ def test_mixture_and_population_documents_round_trip(mixture_doc, population_doc
     assert NormalPopulation.from_dict(NormalPopulation().to_dict()).n == 0  # unfitted: loads
 
 
+def test_fits_leave_the_version_to_the_publisher(spam_docs, mixture_doc, population_doc):
+    """Estimators hold hyperparameters and fitted state: a version is deployment data, given
+    by streams.trainer's kinds when they publish (a fit or a refit keeps what it was given)."""
+    assert [d["version"] for d in (spam_docs["best"], mixture_doc, population_doc)] == [0, 0, 0]
+    refit = SpamFilter(PRESETS["example"], version=7).fit(
+        ["buy pills", "nice song"] * 4, [1, 0] * 4
+    )
+    assert refit.version == 7
+
+
 def test_probe_is_public_and_returns_the_model(spam_docs, mixture_doc, population_doc):
     for model in (
         SpamFilter.from_dict(spam_docs["best"]),

@@ -1,0 +1,188 @@
+"""Bulk delivery (streams/adapter/bulk.py) with in-memory fakes, no broker: which records reach
+which handler, in what order and concurrency, and what Faust's own commit logic then finds acked
+(its ``_new_offset`` is the real one: it decides the offsets a worker commits)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+import faust.streams as faust_streams
+import pytest
+from aiokafka.structs import ConsumerRecord
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from streams.adapter.bulk import BulkConsumer
+
+A, B, OTHER = "smartstream-page-times", "smartstream-new-users", "smartstream-comments"
+
+
+class Event:
+    """What app.create_event returns (weak-referenceable, like Faust's)."""
+
+    def __init__(self, key: Any, message: Any) -> None:
+        self.key, self.message = key, message
+
+
+class FakeApp:
+    def __init__(self, handlers: dict[str, Any]) -> None:
+        self.bulk_handlers = handlers
+        self.consumer_generation_id = 1
+
+    def create_event(self, key: Any, value: Any, headers: Any, message: Any) -> Event:
+        return Event(key, message)
+
+
+def consumer(handlers: dict[str, Any]) -> BulkConsumer:
+    """A BulkConsumer with Faust's commit bookkeeping and nothing else (no transport)."""
+    c = BulkConsumer.__new__(BulkConsumer)
+    c.app = FakeApp(handlers)
+    c.flow_active = True
+    c._gap = defaultdict(faust_consumer.IntervalTree)  # Faust's own gap bookkeeping
+    c._acked = defaultdict(list)
+    c._acked_index = defaultdict(set)
+    c._read_offset = defaultdict(lambda: None)
+    c._committed_offset = defaultdict(lambda: None)
+    c._n_acked = 0
+    return c
+
+
+def committed(c: BulkConsumer, tp: TP) -> int | None:
+    """The offset Faust's commit loop reaches for `tp`: it commits what ``_new_offset`` gives
+    (a gap can take two commits) until that gives nothing more."""
+    while (offset := c._new_offset(tp)) is not None:
+        c._committed_offset[tp] = offset
+    return c._committed_offset[tp]
+
+
+def record(topic: str, partition: int, offset: int) -> ConsumerRecord:
+    key = f"{topic}:{partition}:{offset}".encode()
+    return ConsumerRecord(topic, partition, offset, 0, 0, key, b"{}", None, len(key), 2, ())
+
+
+def fetch(*specs: tuple[str, int, list[int]]) -> dict[TP, list[ConsumerRecord]]:
+    return {TP(t, p): [record(t, p, o) for o in offsets] for t, p, offsets in specs}
+
+
+class Recorder:
+    """A bulk handler that records its calls (and the partition Faust's current event names)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, list[tuple[str, int]], int]] = []
+
+    async def __call__(self, partition: int, records: list[Any]) -> None:
+        current = faust_streams._current_event.get()()
+        self.calls.append(
+            (partition, [(r.topic, r.offset) for r in records], current.message.partition)
+        )
+
+
+def test_each_partition_gets_its_records_in_one_call_and_they_become_committable() -> None:
+    handler = Recorder()
+    c = consumer({A: handler, B: handler})
+    bulk = fetch((A, 0, [5, 6, 7]), (B, 0, [2]), (A, 1, [0, 1]))
+    asyncio.run(c._deliver(bulk, generation=1))
+    assert sorted(handler.calls) == [
+        (0, [(A, 5), (A, 6), (A, 7), (B, 2)], 0),  # both topics of partition 0, one call
+        (1, [(A, 0), (A, 1)], 1),
+    ]
+    assert committed(c, TP(A, 0)) == 8  # Faust's commit logic: the next offset to read
+    assert committed(c, TP(B, 0)) == 3
+    assert committed(c, TP(A, 1)) == 2
+    assert c._n_acked == 6
+
+
+def test_offsets_skipped_by_transaction_markers_do_not_block_the_commit() -> None:
+    c = consumer({A: Recorder()})
+    asyncio.run(c._deliver(fetch((A, 0, [0, 1])), generation=1))
+    asyncio.run(c._deliver(fetch((A, 0, [3, 4, 9])), generation=1))  # 2, 5..8: markers
+    assert committed(c, TP(A, 0)) == 10
+
+
+def test_records_below_the_committed_offset_are_not_acked_again() -> None:
+    c = consumer({A: Recorder()})
+    c._committed_offset[TP(A, 0)] = 5
+    asyncio.run(c._deliver(fetch((A, 0, [3, 4, 5, 6])), generation=1))
+    assert sorted(c._acked[TP(A, 0)]) == [5, 6]
+    assert committed(c, TP(A, 0)) == 7
+
+
+def test_a_rebalance_during_the_fetch_delivers_and_acks_nothing() -> None:
+    handler = Recorder()
+    c = consumer({A: handler})
+    c.app.consumer_generation_id = 2  # the group moved on since the fetch
+    asyncio.run(c._deliver(fetch((A, 0, [0, 1])), generation=1))
+    c.app.consumer_generation_id, c.flow_active = 1, False  # or flow stopped for one
+    asyncio.run(c._deliver(fetch((A, 0, [0, 1])), generation=1))
+    assert handler.calls == [] and c._n_acked == 0
+    assert committed(c, TP(A, 0)) is None  # nothing to commit: the records come again
+
+
+def test_a_failing_handler_acks_nothing_of_its_partition() -> None:
+    async def failing(partition: int, records: list[Any]) -> None:
+        raise RuntimeError("broker down")
+
+    c = consumer({A: failing})
+    with pytest.raises(RuntimeError, match="broker down"):
+        asyncio.run(c._deliver(fetch((A, 0, [0, 1])), generation=1))
+    assert committed(c, TP(A, 0)) is None
+
+
+def test_partitions_are_handled_concurrently() -> None:
+    """A slow partition's awaited writes do not hold the others back (their writes overlap)."""
+    release = asyncio.Event()
+    started: list[int] = []
+
+    async def handler(partition: int, records: list[Any]) -> None:
+        started.append(partition)
+        if partition == 0:
+            await release.wait()
+
+    async def scenario() -> None:
+        c = consumer({A: handler})
+        task = asyncio.ensure_future(c._deliver(fetch((A, 0, [0]), (A, 1, [0])), 1))
+        while committed(c, TP(A, 1)) is None:  # partition 1 is done while partition 0 waits
+            await asyncio.sleep(0)
+        assert started == [0, 1] and committed(c, TP(A, 0)) is None
+        release.set()
+        await task
+        assert committed(c, TP(A, 0)) == 1
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
+def test_the_next_fetch_waits_for_the_batch_in_hand_and_other_topics_pass_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Back-pressure: a fetch returns the other topics' records at once, hands the bulk topics'
+    to their handler and is not made again until that handler returned."""
+    release = asyncio.Event()
+    fetches: list[int] = []
+    handled: list[int] = []
+
+    async def handler(partition: int, records: list[Any]) -> None:
+        await release.wait()
+        handled.append(len(records))
+
+    async def fake_fetch(self: Any, timeout: float) -> tuple[dict, set]:
+        fetches.append(len(fetches))
+        return fetch((A, 0, [len(fetches)]), (OTHER, 0, [7])), {TP(A, 0), TP(OTHER, 0)}
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "_wait_next_records", fake_fetch)
+
+    async def scenario() -> None:
+        c = consumer({A: handler})
+        records, _ = await c._wait_next_records(1.0)
+        assert list(records) == [TP(OTHER, 0)]  # the normal path keeps the other topics
+        second = asyncio.ensure_future(c._wait_next_records(1.0))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert fetches == [0] and not second.done()  # held until the batch is handled
+        release.set()
+        await second
+        assert fetches == [0, 1] and handled == [1]
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))

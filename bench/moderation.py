@@ -83,21 +83,25 @@ async def generate(
 
     aiokafka on one event loop: kafka-python's sender thread took a third of a core at 500/s,
     and this load generator shares the machine's 2 cores with the broker and the worker."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from producers.client import encode
 
     labels_topic = settings.topic("comment-labels")
-    # The topic is new: read from its start, so no label is missed whenever the reader joins.
-    consumer = AIOKafkaConsumer(
-        labels_topic,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **settings.aiokafka_config(),
-    )
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **settings.aiokafka_config())
     producer = AIOKafkaProducer(linger_ms=0, acks="all", **settings.aiokafka_config())
     await consumer.start()
     await producer.start()
+    # From the labels' end as this run starts (resolved before the first comment is sent, so no
+    # label of the run is missed): reading the earlier runs' labels again made every run slower
+    # than the one before (run 3 of a series re-read 45,000 labels while it measured).
+    partitions = [
+        TopicPartition(labels_topic, p) for p in await producer.partitions_for(labels_topic)
+    ]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)
     sent: dict[str, float] = {}
     labelled: dict[str, tuple[float, float]] = {}
     n = int(rate * seconds)
@@ -172,8 +176,9 @@ def series(name: str, settings: Any, texts: list[str], args: argparse.Namespace)
         sent, labelled = asyncio.run(
             generate(settings, texts, args.rate, seconds, f"{name[:3]}{run}-")
         )
-        report(f"{name} {'warm-up' if run == 0 else f'run {run}'}", args.rate, seconds, sent,
-               labelled)
+        report(
+            f"{name} {'warm-up' if run == 0 else f'run {run}'}", args.rate, seconds, sent, labelled
+        )
 
 
 def latency(path: str, args: argparse.Namespace) -> None:
@@ -266,8 +271,14 @@ async def raw_loop() -> None:
             sends = [
                 await producer.send(
                     labels,
-                    json.dumps({"comment_id": v["comment_id"], "is_spam": bool(spam),
-                                "score": float(score), "ts": now}).encode(),
+                    json.dumps(
+                        {
+                            "comment_id": v["comment_id"],
+                            "is_spam": bool(spam),
+                            "score": float(score),
+                            "ts": now,
+                        }
+                    ).encode(),
                     r.key,
                 )
                 for r, v, spam, score in zip(records, values, is_spam, scores, strict=True)

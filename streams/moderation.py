@@ -228,22 +228,21 @@ async def moderate(partition: int, records: list[Any]) -> None:
     erased = await _erase(partition, erased_users, rows, originals)
     fresh = [(row, msg) for row, msg in fresh if row["comment_id"].encode() not in erased]
     labels = classify(fresh) + verdict_labels(rows, originals)
-    await batch_producer.send_keyed(LABELS, labels)
+    examples = [
+        example
+        for key, row in rows.items()
+        if (example := _example_of(key, originals[key], row)) is not None
+    ]
+    # The three topics at once: one broker round trip per fetch instead of three in a row.
+    await asyncio.gather(
+        batch_producer.send_keyed(LABELS, labels),
+        batch_producer.send_keyed(QUEUE, queue_records(rows, originals)),
+        batch_producer.send_keyed(EXAMPLES, examples),
+    )
     mirror_labels(labels)
-    await batch_producer.send_keyed(QUEUE, queue_records(rows, originals))
-    examples = []
-    changed_filters = set()
-    for key, row in rows.items():
-        old = originals[key]
-        example = _example_of(key, old, row)
-        if example is not None:
-            examples.append(example)
-        changed = _account(partition, old, row or {})
-        if changed:
-            changed_filters.add(changed)
-    await batch_producer.send_keyed(EXAMPLES, examples)
+    changed_filters = {_account(partition, originals[key], row or {}) for key, row in rows.items()}
     await write_rows(comments_table, partition, list(rows.items()))
-    for name in changed_filters:
+    for name in changed_filters - {None}:
         stats = review_stats[(name, partition)]
         send_total(f"spam:{name}", partition, stats["reviews"], stats)
     for name in sorted({f for f in erased.values() if f}):  # filters that learnt from them

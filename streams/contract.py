@@ -184,24 +184,6 @@ def model_document_schema() -> dict[str, Any]:
     }
 
 
-def pending_comment_schema() -> dict[str, Any]:
-    """`moderation-queue` values (streams.review.parse_entry): the comment's fields, read as a
-    comment is, with the score that made it pending."""
-    comment = record_schema(r.Comment)
-    return {
-        **comment,
-        "title": "PendingComment",
-        "description": "A comment waiting for a moderator; a tombstone once decided or erased.",
-        "properties": {
-            **comment["properties"],
-            "score": {"type": "number", "minimum": 0, "maximum": 1},
-            "model_version": {"type": "integer", "minimum": 1, "maximum": r.MAX_COUNT - 1},
-            "pending_since": {**r.TS["schema"], "type": "number"},
-        },
-        "required": [*comment["required"], "score", "model_version", "pending_since"],
-    }
-
-
 def _id_key(what: str) -> dict[str, Any]:
     return {
         "type": "string",
@@ -347,7 +329,7 @@ TOPICS: dict[str, TopicDoc] = {
         sent_by="moderation, for each reviewed comment",
     ),
     t.MODERATION_QUEUE: TopicDoc(
-        pending_comment_schema,
+        r.PendingComment,
         COMMENT_KEY,
         f"{INTERNAL} the comments waiting for a moderator (compacted).",
         received_by="every worker (GET /moderation/queue)",
@@ -752,7 +734,7 @@ def http_schemas() -> dict[str, Any]:
         ),
         "ModerationQueue": _object(
             ["entries", "next", "pending"],
-            entries={"type": "array", "items": pending_comment_schema()},
+            entries={"type": "array", "items": record_schema(r.PendingComment)},
             next=NULLABLE_STRING,
             pending=COUNT,
         ),

@@ -16,7 +16,13 @@ from faust.web import Request, Response, View
 from streams.app import app, control_topic, counter_increments_topic, settings
 from streams.auth import Role, requires
 from streams.deadletters import send_dead_letter
-from streams.records import Rejected, RunRequest, dumps_json, loads_object, parse_counter_total
+from streams.records import (
+    CounterTotal,
+    Rejected,
+    RunRequest,
+    loads_object,
+    parse_counter_total,
+)
 from streams.serving import CLUSTERING
 
 counters_table = app.Table(
@@ -30,8 +36,8 @@ counters_table = app.Table(
 
 def send_total(model: str, partition: int, total: int, extra: dict[str, int] | None = None) -> None:
     """A partition's absolute total for a model's counter (see :func:`update_total`)."""
-    message = {"model": model, "partition": partition, "total": total, "extra": extra}
-    counter_increments_topic.send_soon(key=model.encode(), value=dumps_json(message))
+    message = CounterTotal(model=model, partition=partition, total=total, extra=extra)
+    counter_increments_topic.send_soon(key=model.encode(), value=message.dumps())
 
 
 def threshold_of(model: str) -> int:

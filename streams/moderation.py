@@ -52,9 +52,10 @@ from streams.fitting import train_filter
 from streams.monitoring import BATCH_SECONDS, CLASSIFY_SECONDS, EVENTS, MODEL_VERSION
 from streams.records import (
     CommentLabel,
+    PendingComment,
+    PretrainingExample,
     Rejected,
     count_or_none,
-    dumps_json,
     finite_or_none,
     loads_object,
     object_or_empty,
@@ -423,25 +424,32 @@ def verdict_labels(
                 moderation_outcomes[(row["filter"], "overturned")] += 1
         if row.get("state") == "pending" or (changed and row.get("state") == "reviewed"):
             row["state"] = "reviewed"
-            value = {
-                "comment_id": row["comment_id"],
-                "is_spam": verdict,
-                "score": row.get("score"),
-                "filter": row["filter"],
-                "model_version": row.get("model_version"),
-                "ts": now,
-                "state": "reviewed",
-            }
-            out.append((key, dumps_json(value)))
+            label = CommentLabel(
+                comment_id=row["comment_id"],
+                is_spam=verdict,
+                score=row.get("score"),
+                filter=row["filter"],
+                model_version=row.get("model_version", 0),
+                ts=now,
+                state="reviewed",
+            )
+            out.append((key, label.dumps()))
     return out
 
 
-def queue_entry(row: dict[str, Any] | None) -> dict[str, Any] | None:
+def queue_entry(row: dict[str, Any] | None) -> PendingComment | None:
     """A pending comment's `moderation-queue` value (what a moderator needs to decide)."""
     if not row or row.get("state") != "pending":
         return None
-    names = ("comment_id", "text", "user_id", "filter", "score", "model_version")
-    return {**{name: row.get(name) for name in names}, "pending_since": row["pending_since"]}
+    return PendingComment(
+        comment_id=row["comment_id"],
+        text=row["text"],
+        user_id=row.get("user_id"),
+        filter=row["filter"],
+        score=row["score"],
+        model_version=row["model_version"],
+        pending_since=row["pending_since"],
+    )
 
 
 def queue_records(
@@ -453,20 +461,20 @@ def queue_records(
     for key, row in rows.items():
         entry = queue_entry(row)
         if entry != queue_entry(originals[key]):
-            out.append((key, None if entry is None else dumps_json(entry)))
+            out.append((key, None if entry is None else entry.dumps()))
     return out
 
 
 def training_example(row: dict[str, Any]) -> tuple[bytes, bytes]:
     """The `training-examples` record of a reviewed comment (key: comment id)."""
-    example = {
-        "filter": row["filter"],
-        "comment_id": row["comment_id"],
-        "text": row["text"],
-        "is_spam": row["review"],
-        "reviewer": row.get("reviewer"),
-    }
-    return row["comment_id"].encode(), dumps_json(example)
+    example = PretrainingExample(
+        filter=row["filter"],
+        text=row["text"],
+        is_spam=row["review"],
+        comment_id=row["comment_id"],
+        reviewer=row.get("reviewer"),
+    )
+    return row["comment_id"].encode(), example.dumps()
 
 
 @comments_table.on_recover

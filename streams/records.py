@@ -254,6 +254,42 @@ class Comment(_Record):
     ts: float | None = field(default=None, metadata=TS)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingComment(_Record):
+    """A comment waiting for a moderator (`moderation-queue`); a tombstone once decided or
+    erased. The comment's fields, read as a comment is, with the score that made it pending."""
+
+    comment_id: str = field(metadata=spec(ID))
+    text: str = field(metadata=TEXT)
+    user_id: str | None = field(default=None, metadata=spec(ID))
+    filter: str = field(
+        default=DEFAULT_FILTER, metadata=spec(ID, description="the spam filter's name")
+    )
+    score: float = field(metadata=spec(minimum=0, maximum=1))
+    model_version: int = field(metadata=bounded(1, MAX_COUNT - 1))
+    pending_since: float = field(metadata=TS)
+
+
+def parse_pending_comment(obj: dict[str, Any]) -> PendingComment:
+    comment = parse_comment(obj)
+    score, version, since = obj.get("score"), obj.get("model_version"), obj.get("pending_since")
+    if finite_or_none(score) is None or not 0 <= score <= 1:
+        raise Rejected("score must be a number in [0, 1]")
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 < version < MAX_COUNT:
+        raise Rejected("model_version must be a positive integer")
+    if finite_or_none(since) is None:
+        raise Rejected("pending_since must be a finite number")
+    return PendingComment(
+        comment_id=comment.comment_id,
+        text=comment.text,
+        user_id=comment.user_id,
+        filter=comment.filter,
+        score=float(score),
+        model_version=version,
+        pending_since=float(since),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CommentReview(_Record):
     """A moderator's verdict (`comment-reviews`): a training label."""

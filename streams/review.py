@@ -21,9 +21,9 @@ import asyncio
 import base64
 import bisect
 import json
-import math
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,13 @@ from streams.app import app, comment_reviews_topic, produce_acknowledged, settin
 from streams.auth import Role, html_response, json_body, requires
 from streams.ingest import read_json_body
 from streams.moderation import QUEUE, comments_table, filters, moderation_outcomes
-from streams.records import Rejected, loads_object, parse_comment, parse_comment_review
+from streams.records import (
+    Rejected,
+    finite_or_none,
+    loads_object,
+    parse_comment_review,
+    parse_pending_comment,
+)
 from streams.trainer import follow_compacted
 
 PAGE = (Path(__file__).parent / "static" / "moderation.html").read_bytes()
@@ -56,29 +62,10 @@ ROUTED_HEADER = "X-SmartStream-Routed"
 # The queue
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def parse_entry(obj: dict[str, Any]) -> dict[str, Any]:
-    """A `moderation-queue` value, validated like every record a worker reads."""
-    comment = parse_comment(obj)
-    score, version, since = obj.get("score"), obj.get("model_version"), obj.get("pending_since")
-    if not _finite(score) or not 0 <= score <= 1:
-        raise Rejected("score must be a number in [0, 1]")
-    if isinstance(version, bool) or not isinstance(version, int) or not 0 < version < 2**53:
-        raise Rejected("model_version must be a positive integer")
-    if not _finite(since):
-        raise Rejected("pending_since must be a finite number")
-    return {
-        "comment_id": comment.comment_id,
-        "text": comment.text,
-        "user_id": comment.user_id,
-        "filter": comment.filter,
-        "score": float(score),
-        "model_version": version,
-        "pending_since": float(since),
-    }
+    """A `moderation-queue` value, validated like every record a worker reads; every field
+    of the record, nulls included (what GET /moderation/queue shows)."""
+    return asdict(parse_pending_comment(obj))
 
 
 class PendingQueue:
@@ -147,7 +134,7 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         since, comment_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError, RecursionError):
         raise Rejected("after: not a cursor this route gave") from None
-    if not _finite(since) or not isinstance(comment_id, str):
+    if finite_or_none(since) is None or not isinstance(comment_id, str):
         raise Rejected("after: not a cursor this route gave")
     return float(since), comment_id
 

@@ -3,6 +3,7 @@ the worker imports, so none is silently left unregistered."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -50,3 +51,60 @@ def test_the_helper_process_imports_no_worker_module() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+ROOT = STREAMS.parent
+# The contract modules the producers may import: they import nothing else of the project's but
+# models/, so a site integration never loads the worker.
+CONTRACT = {"streams.settings", "streams.topics", "streams.records"}
+
+
+PACKAGES = ("streams", "models", "producers")
+
+
+def imports_of(path: Path) -> set[str]:
+    """The project's modules `path` imports, at any depth of the file (lazy imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        found |= {n for n in names if n.split(".")[0] in PACKAGES}
+    return found - set(PACKAGES)  # `from streams import x`: x is what is imported
+
+
+def module_of(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def within(name: str, modules: set[str]) -> bool:
+    """`name` (a module, or a name imported from one) is one of `modules` or in one."""
+    return name in modules or name.rsplit(".", 1)[0] in modules
+
+
+def test_the_layers_import_downwards_only() -> None:
+    """models/ imports neither streams/ nor producers/; producers/ imports only the contract
+    modules of streams/, and those only each other (and models/): only streams.cli and
+    streams.demo, the entry points, run producers."""
+    graph = {
+        module_of(path): imports_of(path)
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+    }
+    for module, imported in graph.items():
+        project = {m for m in imported if not m.startswith("models")}
+        if module.startswith("models"):
+            assert not project, module
+        elif module.startswith("producers"):
+            bad = {m for m in project if m.startswith("streams") and not within(m, CONTRACT)}
+            assert not bad, (module, bad)
+        elif module in CONTRACT:
+            assert all(within(m, CONTRACT) for m in project), (module, project)
+    runners = {
+        module
+        for module, imported in graph.items()
+        if module.startswith("streams") and any(m.startswith("producers") for m in imported)
+    }
+    assert runners == {"streams.cli", "streams.demo"}

@@ -99,8 +99,22 @@ async def write_rows(
     batches (what Faust's table assignment does one record at a time, ~40 µs each); returns once
     the broker has them, so the source offsets are committed only after their rows. `encoded`:
     the rows' JSON when the caller has it (None for a deleted row)."""
+    await write_rows_soon(table, partition, rows, encoded)
+
+
+def write_rows_soon(
+    table: faust.Table,
+    partition: int,
+    rows: list[tuple[bytes, Any | None]],
+    encoded: list[bytes | None] | None = None,
+) -> asyncio.Future:
+    """:func:`write_rows` with the rows stored at once and their changelog write in flight: a
+    bulk handler returns the future, so its records are acked once the rows are written while
+    the next fetch is already handled."""
     if not rows:
-        return
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
     if encoded is None:
         encoded = [None if value is None else dumps_json(value) for _, value in rows]
     store = table.data
@@ -116,6 +130,12 @@ async def write_rows(
                 del store[key]
     topic = table.changelog_topic.get_topic_name()
     records = [(key, value) for (key, _), value in zip(rows, encoded, strict=True)]
+    return asyncio.ensure_future(_send_changelog(store, topic, partition, records))
+
+
+async def _send_changelog(
+    store: Any, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]
+) -> None:
     offset = await batch_producer.send(topic, partition, records)
     # What Faust's changelog callback does: RocksDB recovers from after this offset.
     store.set_persisted_offset(TP(topic, partition), offset)

@@ -38,7 +38,7 @@ from streams.app import (
     batch_producer,
     models_ready,
     settings,
-    write_rows,
+    write_rows_soon,
 )
 from streams.auth import Role, requires
 from streams.counters import (
@@ -183,7 +183,7 @@ def _account(partition: int, old: dict | None, new: dict) -> str | None:
 
 
 @app.bulk(moderation_events)
-async def moderate(partition: int, records: list[Any]) -> None:
+async def moderate(partition: int, records: list[Any]) -> asyncio.Future:
     """One partition's comments and reviews of one fetch (bulk delivery): label the new comments
     with one vectorised call per filter, store the rows, account the reviews."""
     await models_ready.wait()
@@ -242,7 +242,7 @@ async def moderate(partition: int, records: list[Any]) -> None:
     )
     mirror_labels(labels)
     changed_filters = {_account(partition, originals[key], row or {}) for key, row in rows.items()}
-    await write_rows(comments_table, partition, list(rows.items()))
+    rows_written = write_rows_soon(comments_table, partition, list(rows.items()))
     for name in changed_filters - {None}:
         stats = review_stats[(name, partition)]
         send_total(f"spam:{name}", partition, stats["reviews"], stats)
@@ -251,6 +251,7 @@ async def moderate(partition: int, records: list[Any]) -> None:
     for topic, count in Counter(r.topic for r in records).items():
         EVENTS.labels(topic=topic).inc(count)
     BATCH_SECONDS.labels(agent="moderation").observe(time.perf_counter() - start)
+    return rows_written  # acked once written, while the next fetch is labelled
 
 
 def _example_of(

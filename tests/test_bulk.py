@@ -186,3 +186,94 @@ def test_the_next_fetch_waits_for_the_batch_in_hand_and_other_topics_pass_throug
         assert fetches == [0, 1] and handled == [1]
 
     asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
+class InFlight:
+    """A handler whose effects stay in flight (a changelog write) until released, per call."""
+
+    def __init__(self, deferred: set[int]) -> None:
+        self.deferred = deferred  # the calls (0, 1, ...) that return an effect in flight
+        self.writes: list[asyncio.Future] = []
+        self.calls = 0
+
+    async def __call__(self, partition: int, records: list[Any]) -> asyncio.Future | None:
+        call, self.calls = self.calls, self.calls + 1
+        if call not in self.deferred:
+            return None
+        self.writes.append(asyncio.get_running_loop().create_future())
+        return self.writes[-1]
+
+
+def test_records_are_acked_once_their_effects_in_flight_are_written_and_in_order() -> None:
+    """A handler's changelog write in flight: the next fetch is handled meanwhile, but no
+    offset of the first fetch (nor, behind it, of the second) is committable until it is
+    written."""
+
+    async def scenario() -> None:
+        handler = InFlight(deferred={0})
+        c = consumer({A: handler})
+        await c._deliver(fetch((A, 0, [0, 1])), 1)
+        await c._deliver(fetch((A, 0, [2, 3])), 1)  # its effects are done at once
+        await c._deliver(fetch((A, 1, [0])), 1)  # another partition: not held
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert handler.calls == 3
+        assert committed(c, TP(A, 0)) is None and committed(c, TP(A, 1)) == 1
+        handler.writes[0].set_result(None)
+        await c._settled()
+        assert committed(c, TP(A, 0)) == 4
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
+def test_a_failed_write_in_flight_stops_the_consumer_and_acks_nothing() -> None:
+    async def scenario() -> None:
+        handler = InFlight(deferred={0})
+        c = consumer({A: handler})
+        await c._deliver(fetch((A, 0, [0, 1])), 1)
+        await c._deliver(fetch((A, 0, [2])), 1)
+        handler.writes[0].set_exception(RuntimeError("changelog write failed"))
+        with pytest.raises(RuntimeError, match="changelog write failed"):
+            await c._settled()
+        assert committed(c, TP(A, 0)) is None
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
+def test_partitions_are_given_away_only_after_their_writes_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust calls wait_empty before a rebalance's commit: it returns once the effects in
+    flight are written and their records acked (so the commit includes them)."""
+
+    async def nothing(self: Any) -> None:
+        return None
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "wait_empty", nothing)
+
+    async def scenario() -> None:
+        handler = InFlight(deferred={0})
+        c = consumer({A: handler})
+        await c._deliver(fetch((A, 0, [0, 1])), 1)
+        waiting = asyncio.ensure_future(c.wait_empty())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        handler.writes[0].set_result(None)
+        await waiting
+        assert committed(c, TP(A, 0)) == 2
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
+def test_a_write_completed_after_a_rebalance_acks_nothing() -> None:
+    async def scenario() -> None:
+        handler = InFlight(deferred={0})
+        c = consumer({A: handler})
+        await c._deliver(fetch((A, 0, [0, 1])), 1)
+        c.app.consumer_generation_id = 2  # the group moved on: the records come again
+        handler.writes[0].set_result(None)
+        await c._settled()
+        assert committed(c, TP(A, 0)) is None
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))

@@ -41,8 +41,10 @@ from faust.web.exceptions import ServiceUnavailable
 from streams.topics import key_partition
 
 # handler(partition, records): the records (aiokafka ConsumerRecords) of the handler's topics in
-# one partition from one fetch, in offset order per topic.
-BulkHandler = Callable[[int, list[Any]], Awaitable[None]]
+# one partition from one fetch, in offset order per topic. It may return an awaitable of effects
+# still in flight (a changelog write): the records are acked once it is done, while the next
+# fetch is already handled.
+BulkHandler = Callable[[int, list[Any]], Awaitable[Awaitable[Any] | None]]
 
 
 @contextmanager
@@ -64,6 +66,11 @@ class BulkConsumer(faust_aiokafka.Consumer):
     doc)."""
 
     _bulk_task: asyncio.Future | None = None
+    # Acks waiting for a handler's effects in flight, and the last one of each partition (a
+    # partition's records are acked in offset order: Faust reads offsets skipped between two
+    # acks as transaction markers, committable).
+    _settling: set[asyncio.Future] | None = None
+    _last_ack: dict[TP, asyncio.Future] | None = None
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         # One bulk batch at a time: the next fetch waits for the previous batch (back-pressure),
@@ -82,10 +89,21 @@ class BulkConsumer(faust_aiokafka.Consumer):
         task, self._bulk_task = self._bulk_task, None
         if task is not None:
             await task  # an error in the handler is raised here and stops the consumer
+        for settling in [f for f in self._settling or () if f.done()]:
+            self._settling.discard(settling)  # type: ignore[union-attr]
+            settling.result()  # a failed write too
+
+    async def _settled(self) -> None:
+        """Every handler's effects in flight written and their records acked."""
+        while self._settling:
+            await asyncio.gather(*self._settling)
+            await self._bulk_done()
 
     async def wait_empty(self) -> None:
-        """Faust calls this before giving partitions away: finish the batch in hand first."""
+        """Faust calls this before giving partitions away (and committing): finish the batch in
+        hand and the effects in flight first."""
         await self._bulk_done()
+        await self._settled()
         await super().wait_empty()
 
     def pause_partitions(self, tps: Iterable[TP]) -> None:
@@ -154,9 +172,34 @@ class BulkConsumer(faust_aiokafka.Consumer):
         message = self._to_message(TP(last.topic, last.partition), last)
         event = self.app.create_event(last.key, last.value, last.headers, message)
         with acting_on(event):
-            await handler(partition, records)
-        for tp, batch in bulk.items():
-            await self._ack_all(tp, batch)
+            in_flight = await handler(partition, records)
+        if self._settling is None or self._last_ack is None:
+            self._settling, self._last_ack = set(), {}
+        earlier = [f for tp in bulk if (f := self._last_ack.get(tp)) and not f.done()]
+        if in_flight is None and not earlier:
+            for tp, batch in bulk.items():
+                await self._ack_all(tp, batch)
+            return
+        ack = asyncio.ensure_future(self._ack_after(in_flight, earlier, bulk, generation))
+        self._settling.add(ack)
+        self._last_ack.update(dict.fromkeys(bulk, ack))
+
+    async def _ack_after(
+        self,
+        in_flight: Awaitable[Any] | None,
+        earlier: list[asyncio.Future],
+        bulk: dict[TP, list[Any]],
+        generation: int,
+    ) -> None:
+        """Ack the records once their effects are written and the earlier records of their
+        partitions acked (a failure of either is raised: the consumer stops)."""
+        if in_flight is not None:
+            await in_flight
+        for ack in earlier:
+            await ack
+        if self.app.consumer_generation_id == generation:  # else they come again
+            for tp, batch in bulk.items():
+                await self._ack_all(tp, batch)
 
     async def _ack_all(self, tp: TP, records: list[Any]) -> None:
         """Faust's per-message ack bookkeeping for a whole list (gaps included, e.g. left by

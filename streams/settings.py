@@ -69,7 +69,7 @@ class Settings:
     atypical_metric: str = "avg1"
     # Spam filters: comma-separated NAME:PRESET (presets in models.spam.PRESETS); a comment's
     # `filter` field names its filter.
-    spam_filters: str = "comments:example"
+    spam_filters: str = "comments:best"
     moderation_review_threshold: int = 5
     moderation_cron: str = ""
     # The uncertain band: a calibrated score in [low, high) is labelled "pending" (is_spam null)
@@ -112,7 +112,7 @@ class Settings:
         for item in self.spam_filters.split(","):
             name, _, preset = item.strip().partition(":")
             if name:
-                out[name] = preset or "example"
+                out[name] = preset or "best"
         return out
 
     @property

@@ -154,6 +154,11 @@ def report(name: str, rate: float, seconds: float, sent: dict, labelled: dict) -
             f"p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms",
             flush=True,
         )
+    # When the slow ones were: the end-to-end p99 of each 5 s of the run.
+    at = np.array([sent[k] for k in labelled])
+    window = ((at - at.min()) // 5).astype(int)
+    p99s = [np.percentile(end_to_end[window == w], 99) for w in range(window.max() + 1)]
+    print("  end-to-end p99 per 5 s: " + " ".join(f"{p:.0f}" for p in p99s), flush=True)
 
 
 def wait_for_filter(port: int) -> None:

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.integration
 TOKEN = "moderator-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LOW, HIGH = 0.35, 0.65
-# Words the filter never saw: the score is the calibrated prior (~0.54), inside the band.
+# Words the filter never saw: the score is the calibrated prior (~0.54), inside the band. The
+# word-level `example` preset's: the default's char n-grams score any text by its characters.
+FILTERS = "comments:example"
 DOUBTFUL = ["hello there friend", "nice one", "what a day", "greetings from far", "ok then", "hmm"]
 CLEAR = {"clear-spam": "free money click subscribe cash win", "clear-ham": "song love dance lyrics"}
 REVIEWED = 4  # 3 pending comments and the overturned clear spam: the retraining threshold
@@ -69,6 +71,7 @@ def latest(stack: Stack) -> dict[str, dict]:
 def test_pending_queue_review_counters_retrain(stack: Stack, tmp_path) -> None:
     stack.env.update(
         SMARTSTREAM_API_TOKEN=TOKEN,
+        SMARTSTREAM_SPAM_FILTERS=FILTERS,
         SMARTSTREAM_MODERATION_PENDING_LOW=str(LOW),
         SMARTSTREAM_MODERATION_PENDING_HIGH=str(HIGH),
         SMARTSTREAM_MODERATION_REVIEW_THRESHOLD=str(REVIEWED),
@@ -249,6 +252,7 @@ def test_erasure_takes_a_users_pending_comments_out_of_the_queue(stack: Stack, t
         pytest.skip("no erasure in this tree (streams.erasure)")
     stack.env.update(
         SMARTSTREAM_API_TOKEN=TOKEN,
+        SMARTSTREAM_SPAM_FILTERS=FILTERS,
         SMARTSTREAM_MODERATION_PENDING_LOW=str(LOW),
         SMARTSTREAM_MODERATION_PENDING_HIGH=str(HIGH),
     )

@@ -316,6 +316,9 @@ def test_clustering_history_rollback_and_refusals(stack: Stack) -> None:
 def test_history_keeps_bounded_summaries_and_refuses_what_is_not_a_version() -> None:
     """apply_version, the follower's step, on records built here (pure logic)."""
     os.environ.setdefault("SMARTSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:9")
+    from streams.cli import load_worker_modules
+
+    load_worker_modules()  # the kinds register there (alone, this test found none)
     from streams import lifecycle
 
     def record(key: bytes | None, value: dict | bytes | None, offset: int) -> SimpleNamespace:

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,7 +38,7 @@ from streams.app import (
     batch_producer,
     models_ready,
     settings,
-    write_rows,
+    write_rows_soon,
 )
 from streams.auth import Role, requires
 from streams.counters import (
@@ -188,10 +188,6 @@ async def moderate(partition: int, records: list[Any]) -> asyncio.Future:
     with one vectorised call per filter, store the rows, account the reviews."""
     await models_ready.wait()
     start = time.perf_counter()
-    # The rows this fetch reads must not be on their way from an earlier one (an erasure reads
-    # every row of the partition).
-    erasing = any(msg.topic == COMMANDS for msg in records)
-    await publishing.settle(partition, None if erasing else {msg.key for msg in records})
     rows: dict[bytes, dict[str, Any]] = {}
     originals: dict[bytes, dict[str, Any] | None] = {}
     fresh: list[tuple[dict[str, Any], Any]] = []
@@ -238,91 +234,24 @@ async def moderate(partition: int, records: list[Any]) -> asyncio.Future:
         for key, row in rows.items()
         if (example := _example_of(key, originals[key], row)) is not None
     ]
-    changed_filters = {_account(partition, originals[key], row or {}) for key, row in rows.items()}
-    published = publishing.launch(
-        partition,
-        _publish(partition, labels, queue_records(rows, originals), examples, list(rows.items())),
-        rows,
+    # The three topics at once: one broker round trip per fetch instead of three in a row.
+    await asyncio.gather(
+        batch_producer.send_keyed(LABELS, labels),
+        batch_producer.send_keyed(QUEUE, queue_records(rows, originals)),
+        batch_producer.send_keyed(EXAMPLES, examples),
     )
+    mirror_labels(labels)
+    changed_filters = {_account(partition, originals[key], row or {}) for key, row in rows.items()}
+    rows_written = write_rows_soon(comments_table, partition, list(rows.items()))
     for name in changed_filters - {None}:
         stats = review_stats[(name, partition)]
         send_total(f"spam:{name}", partition, stats["reviews"], stats)
-    if erased:  # a retraining must not read the erased comments' examples
-        await published
     for name in sorted({f for f in erased.values() if f}):  # filters that learnt from them
         await request_run(f"spam:{name}", "erasure")
     for topic, count in Counter(r.topic for r in records).items():
         EVENTS.labels(topic=topic).inc(count)
     BATCH_SECONDS.labels(agent="moderation").observe(time.perf_counter() - start)
-    await publishing.bound(partition)
-    return published  # the records are acked once it is done; the next fetch is labelled meanwhile
-
-
-async def _publish(
-    partition: int,
-    labels: list[tuple[bytes, bytes]],
-    queue: list[tuple[bytes, bytes | None]],
-    examples: list[tuple[bytes, bytes | None]],
-    rows: list[tuple[bytes, dict[str, Any] | None]],
-) -> None:
-    """A fetch's labels, queue entries and training examples at once (one broker round trip),
-    then, once the broker has them, its rows."""
-    await asyncio.gather(
-        batch_producer.send_keyed(LABELS, labels),
-        batch_producer.send_keyed(QUEUE, queue),
-        batch_producer.send_keyed(EXAMPLES, examples),
-    )
-    mirror_labels(labels)
-    await write_rows(comments_table, partition, rows)
-
-
-class Publishing:
-    """Each partition's fetches whose labels and rows are on their way to the broker (at most
-    MAX_IN_FLIGHT): a later fetch waits for those that hold one of its rows (`settle`)."""
-
-    MAX_IN_FLIGHT = 4
-
-    def __init__(self) -> None:
-        self.by_key: dict[int, dict[bytes, asyncio.Future]] = defaultdict(dict)
-        self.order: dict[int, deque[asyncio.Future]] = defaultdict(deque)
-
-    def launch(self, partition: int, publish: Any, keys: Iterable[bytes]) -> asyncio.Future:
-        future = asyncio.ensure_future(publish)
-        flights = self.by_key[partition]
-        flights.update(dict.fromkeys(keys, future))
-        self.order[partition].append(future)
-
-        def landed(done: asyncio.Future) -> None:
-            for key in [k for k, f in flights.items() if f is done]:
-                del flights[key]
-
-        future.add_done_callback(landed)
-        return future
-
-    async def settle(self, partition: int, keys: set[bytes | None] | None) -> None:
-        """Wait until no fetch in flight holds a row of `keys` (None: any row of the
-        partition); a failed one raises here too."""
-        flights = self.by_key.get(partition)
-        if not flights:
-            return
-        held = flights.keys() if keys is None else keys & flights.keys()
-        pending = {flights[k] for k in held}
-        if pending:
-            await asyncio.wait(pending)
-            for future in pending:
-                future.result()
-
-    async def bound(self, partition: int) -> None:
-        """Wait for the oldest fetches beyond MAX_IN_FLIGHT (back-pressure: a slow broker
-        slows the labelling instead of piling fetches up)."""
-        order = self.order[partition]
-        while order and order[0].done():
-            order.popleft()
-        while len(order) > self.MAX_IN_FLIGHT:
-            await order.popleft()
-
-
-publishing = Publishing()
+    return rows_written  # acked once written, while the next fetch is labelled
 
 
 def _example_of(

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from faust.web import Request, Response, View
+from prometheus_client.core import GaugeMetricFamily
 
 from models.mixture import BayesianGaussianMixture
 from models.normal import NormalPopulation
@@ -157,6 +159,17 @@ def drift() -> dict[str, Any]:
     return {"label_change_share": share, "alert": share is not None and share > LABEL_CHANGE_SHARE}
 
 
+def gauges() -> Iterator[GaugeMetricFamily]:
+    changed = GaugeMetricFamily(
+        "smartstream_cluster_label_change_share",
+        "Share of users whose cluster label the serving clustering version changed",
+    )
+    share = drift()["label_change_share"]
+    if share is not None:
+        changed.add_metric([], share)
+    yield changed
+
+
 def before_rollback(document: dict[str, Any], probe: ServingModel) -> None:
     """A rollback's label-change share: of the serving version's sampled users, those whose
     label the rolled-back mixture changes (the old document's was against its own
@@ -180,6 +193,7 @@ trainer = register(
         serve=serve_published,
         figures=figures,
         drift=drift,
+        gauges=gauges,
         before_rollback=before_rollback,
     )
 )

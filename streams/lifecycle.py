@@ -39,7 +39,7 @@ from streams.app import app, control_topic, models_ready, produce_acknowledged, 
 from streams.auth import Role, json_body, requires
 from streams.deadletters import send_dead_letter
 from streams.ingest import read_json_body
-from streams.moderation import filters, label_observers
+from streams.moderation import label_observers
 from streams.monitoring import MODEL_VERSION
 from streams.records import (
     MAX_COUNT,
@@ -49,7 +49,6 @@ from streams.records import (
     dumps_json,
     loads_object,
 )
-from streams.serving import CLUSTERING
 from streams.trainer import (
     HISTORY_VERSIONS,
     archived,
@@ -323,8 +322,9 @@ def drift(name: str) -> dict[str, Any]:
 
 
 class DriftCollector:
-    """Prometheus gauges computed at scrape time from the windows, the history and the serving
-    clustering (nothing is recomputed per label)."""
+    """Prometheus gauges computed at scrape time (nothing is recomputed per label): the
+    score-window gauges of every kind without its own drift (the spam filters), and each kind's
+    own gauges (the clustering's label-change share)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         share = GaugeMetricFamily(
@@ -352,12 +352,14 @@ class DriftCollector:
             "Quantiles of the spam scores over the drift window",
             labels=["filter", "quantile"],
         )
-        changed = GaugeMetricFamily(
-            "smartstream_cluster_label_change_share",
-            "Share of users whose cluster label the serving clustering version changed",
-        )
-        for name in filters:
-            figures = drift(f"spam:{name}")
+        own = []
+        for model, kind in kinds.items():
+            if kind.gauges is not None:
+                own.extend(kind.gauges())
+            if kind.drift is not None:
+                continue
+            name = model.removeprefix("spam:")
+            figures = drift(model)
             count.add_metric([name], figures["recent_labels"])
             if figures["training_spam_share"] is not None:
                 training.add_metric([name], figures["training_spam_share"])
@@ -366,10 +368,7 @@ class DriftCollector:
                 mean.add_metric([name], figures["score_mean"])
                 for q, value in figures["score_quantiles"].items():
                     quantile.add_metric([name, q], value)
-        label_change = drift(CLUSTERING)["label_change_share"]
-        if label_change is not None:
-            changed.add_metric([], label_change)
-        yield from (share, count, training, mean, quantile, changed)
+        yield from (share, count, training, mean, quantile, *own)
 
 
 REGISTRY.register(DriftCollector())

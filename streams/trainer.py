@@ -21,7 +21,7 @@ import multiprocessing
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -143,6 +143,9 @@ class ModelKind:
     serve: Callable[[dict[str, Any]], Awaitable[None]]  # serve a published version
     figures: Callable[[dict[str, Any]], dict[str, Any]]  # a version's figures (GET /models)
     drift: Callable[[], dict[str, Any]] | None = None  # None: the labels' score-window drift
+    # Its own Prometheus gauge families, collected at each scrape (streams.lifecycle); a kind
+    # without its own drift has the score-window gauges instead.
+    gauges: Callable[[], Iterable[Any]] | None = None
     # A rollback's last word on the renumbered document, given the serving object it was
     # validated on (clustering: the label-change share against the serving version).
     before_rollback: Callable[[dict[str, Any], Any], None] | None = None

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from prometheus_client.core import GaugeMetricFamily
 
 from streams.cli import load_worker_modules
 from streams.monitoring import MODEL_RUNS, MODEL_VERSION
@@ -43,6 +44,13 @@ class Threshold:
         return True
 
 
+def threshold_gauge(serving: Threshold) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily("smartstream_toy_threshold", "The serving toy's threshold")
+    if serving.document:
+        gauge.add_metric([], serving.document["state"]["threshold"])
+    return gauge
+
+
 @pytest.fixture
 def toy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Threshold]:
     monkeypatch.setattr(trainer, "kinds", dict(trainer.kinds))
@@ -67,6 +75,7 @@ def toy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Threshold]:
             serve=serve,
             figures=lambda d: {"threshold": d["state"]["threshold"]},
             drift=lambda: {"alert": False, "threshold": serving.document and 1.0},
+            gauges=lambda: [threshold_gauge(serving)],
         )
     )
     serving.served = served  # type: ignore[attr-defined]
@@ -115,6 +124,17 @@ def test_history_rollback_and_drift_go_through_the_kind(toy: Threshold) -> None:
     assert lifecycle.drift("toy") == {"alert": False, "threshold": 1.0}
     asyncio.run(trainer.kinds["toy"].serve(renumbered))
     assert toy.served == [3]  # type: ignore[attr-defined]
+
+
+def test_a_kind_brings_its_own_gauges_to_metrics(toy: Threshold) -> None:
+    """What /metrics shows of the kinds: each kind's own families (the toy's, the clustering's
+    label-change share), the score-window gauges only of the kinds without their own drift."""
+    toy.load(DOC)
+    families = {f.name: f for f in lifecycle.DriftCollector().collect()}
+    assert [s.value for s in families["smartstream_toy_threshold"].samples] == [0.5]
+    assert "smartstream_cluster_label_change_share" in families
+    spam = {s.labels["filter"] for s in families["smartstream_spam_labels_recent"].samples}
+    assert spam == {n.removeprefix("spam:") for n in trainer.kinds if n.startswith("spam:")}
 
 
 def test_history_figures_of_hostile_numbers_show_as_null() -> None:

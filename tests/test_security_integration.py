@@ -373,13 +373,19 @@ def test_clients_without_valid_credentials_are_refused(
     KafkaProducer(**good, bootstrap_timeout_ms=10_000).close()  # the same client, authenticated
     reasons = {}
     for name, config in refused.items():
-        caplog.clear()
-        # Long enough for a TLS handshake and a SCRAM exchange on a loaded machine: the refusal
-        # must be the broker's answer, not the client's patience running out first.
-        timeout = 2_000 if name in ("unauthenticated", "TLS without SASL") else 15_000
-        with caplog.at_level(logging.WARNING, logger="kafka"), pytest.raises(KafkaTimeoutError):
-            KafkaProducer(**config, bootstrap_timeout_ms=timeout)
-        reasons[name] = caplog.text
+        # Under a full suite's load the broker's close after a failed SCRAM exchange once
+        # reached the client before it read the failure (a bare "socket disconnected"): every
+        # attempt must be refused, and one of three must show the broker's own answer.
+        for _ in range(3 if name == "wrong password" else 1):
+            caplog.clear()
+            # Long enough for a TLS handshake and a SCRAM exchange on a loaded machine: the
+            # refusal must be the broker's answer, not the client's patience running out first.
+            timeout = 2_000 if name in ("unauthenticated", "TLS without SASL") else 15_000
+            with caplog.at_level(logging.WARNING, logger="kafka"), pytest.raises(KafkaTimeoutError):
+                KafkaProducer(**config, bootstrap_timeout_ms=timeout)
+            reasons[name] = caplog.text
+            if "SaslAuthenticationFailedError" in reasons[name]:
+                break
     assert "SaslAuthenticationFailedError" in reasons["wrong password"]
     assert "CERTIFICATE_VERIFY_FAILED" in reasons["no CA"]
     for name in ("unauthenticated", "TLS without SASL"):

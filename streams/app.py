@@ -7,6 +7,7 @@ import gc
 import logging
 import socket
 import ssl
+from collections.abc import Coroutine
 from typing import Any
 
 import faust
@@ -99,22 +100,19 @@ async def write_rows(
     batches (what Faust's table assignment does one record at a time, ~40 µs each); returns once
     the broker has them, so the source offsets are committed only after their rows. `encoded`:
     the rows' JSON when the caller has it (None for a deleted row)."""
-    await write_rows_soon(table, partition, rows, encoded)
+    if rows:
+        await store_rows(table, partition, rows, encoded)
 
 
-def write_rows_soon(
+def store_rows(
     table: faust.Table,
     partition: int,
     rows: list[tuple[bytes, Any | None]],
     encoded: list[bytes | None] | None = None,
-) -> asyncio.Future:
-    """:func:`write_rows` with the rows stored at once and their changelog write in flight: a
-    bulk handler returns the future, so its records are acked once the rows are written while
-    the next fetch is already handled."""
-    if not rows:
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+) -> Coroutine[Any, Any, None]:
+    """:func:`write_rows`' first half, at once: the (non-empty) rows stored; returns their
+    changelog write, to await, or for a bulk handler to hand on as its effect in flight (its
+    records are acked once the rows are written while the next fetch is already handled)."""
     if encoded is None:
         encoded = [None if value is None else dumps_json(value) for _, value in rows]
     store = table.data
@@ -130,7 +128,7 @@ def write_rows_soon(
                 del store[key]
     topic = table.changelog_topic.get_topic_name()
     records = [(key, value) for (key, _), value in zip(rows, encoded, strict=True)]
-    return asyncio.ensure_future(_send_changelog(store, topic, partition, records))
+    return _send_changelog(store, topic, partition, records)
 
 
 async def _send_changelog(

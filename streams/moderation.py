@@ -38,7 +38,7 @@ from streams.app import (
     batch_producer,
     models_ready,
     settings,
-    write_rows_soon,
+    store_rows,
 )
 from streams.auth import Role, requires
 from streams.counters import (
@@ -183,7 +183,7 @@ def _account(partition: int, old: dict | None, new: dict) -> str | None:
 
 
 @app.bulk(moderation_events)
-async def moderate(partition: int, records: list[Any]) -> asyncio.Future:
+async def moderate(partition: int, records: list[Any]) -> asyncio.Future | None:
     """One partition's comments and reviews of one fetch (bulk delivery): label the new comments
     with one vectorised call per filter, store the rows, account the reviews."""
     await models_ready.wait()
@@ -242,7 +242,11 @@ async def moderate(partition: int, records: list[Any]) -> asyncio.Future:
     )
     mirror_labels(labels)
     changed_filters = {_account(partition, originals[key], row or {}) for key, row in rows.items()}
-    rows_written = write_rows_soon(comments_table, partition, list(rows.items()))
+    rows_written = None
+    if rows:  # the changelog write starts now; the records are acked once it is done
+        rows_written = asyncio.ensure_future(
+            store_rows(comments_table, partition, list(rows.items()))
+        )
     for name in changed_filters - {None}:
         stats = review_stats[(name, partition)]
         send_total(f"spam:{name}", partition, stats["reviews"], stats)
@@ -251,7 +255,7 @@ async def moderate(partition: int, records: list[Any]) -> asyncio.Future:
     for topic, count in Counter(r.topic for r in records).items():
         EVENTS.labels(topic=topic).inc(count)
     BATCH_SECONDS.labels(agent="moderation").observe(time.perf_counter() - start)
-    return rows_written  # acked once written, while the next fetch is labelled
+    return rows_written  # the next fetch is labelled meanwhile
 
 
 def _example_of(

@@ -240,6 +240,25 @@ def test_a_failed_write_in_flight_stops_the_consumer_and_acks_nothing() -> None:
     asyncio.run(asyncio.wait_for(scenario(), 5))
 
 
+def test_records_behind_a_failed_write_are_not_acked() -> None:
+    """The write fails before the next fetch is delivered: that fetch's records, handled at
+    once, must still not become committable past the failed ones."""
+
+    async def scenario() -> None:
+        handler = InFlight(deferred={0})
+        c = consumer({A: handler})
+        await c._deliver(fetch((A, 0, [0, 1])), 1)
+        handler.writes[0].set_exception(RuntimeError("changelog write failed"))
+        for _ in range(5):  # the first fetch's ack fails
+            await asyncio.sleep(0)
+        await c._deliver(fetch((A, 0, [2])), 1)
+        with pytest.raises(RuntimeError, match="changelog write failed"):
+            await c._settled()
+        assert committed(c, TP(A, 0)) is None
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
 def test_partitions_are_given_away_only_after_their_writes_in_flight(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

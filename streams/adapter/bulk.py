@@ -66,10 +66,10 @@ class BulkConsumer(faust_aiokafka.Consumer):
     doc)."""
 
     _bulk_task: asyncio.Future | None = None
-    # Acks waiting for a handler's effects in flight, and the last one of each partition (a
-    # partition's records are acked in offset order: Faust reads offsets skipped between two
-    # acks as transaction markers, committable).
-    _settling: set[asyncio.Future] | None = None
+    # The last ack of each partition waiting for a handler's effects in flight. A partition's
+    # records are acked in offset order (Faust reads offsets skipped between two acks as
+    # transaction markers, committable), so each ack waits for the one before it: the last ones
+    # stand for them all.
     _last_ack: dict[TP, asyncio.Future] | None = None
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
@@ -89,14 +89,14 @@ class BulkConsumer(faust_aiokafka.Consumer):
         task, self._bulk_task = self._bulk_task, None
         if task is not None:
             await task  # an error in the handler is raised here and stops the consumer
-        for settling in [f for f in self._settling or () if f.done()]:
-            self._settling.discard(settling)  # type: ignore[union-attr]
-            settling.result()  # a failed write too
+        for tp, ack in [(tp, f) for tp, f in (self._last_ack or {}).items() if f.done()]:
+            del self._last_ack[tp]  # type: ignore[index]
+            ack.result()  # a failed write too
 
     async def _settled(self) -> None:
         """Every handler's effects in flight written and their records acked."""
-        while self._settling:
-            await asyncio.gather(*self._settling)
+        while self._last_ack:
+            await asyncio.gather(*set(self._last_ack.values()))
             await self._bulk_done()
 
     async def wait_empty(self) -> None:
@@ -173,15 +173,15 @@ class BulkConsumer(faust_aiokafka.Consumer):
         event = self.app.create_event(last.key, last.value, last.headers, message)
         with acting_on(event):
             in_flight = await handler(partition, records)
-        if self._settling is None or self._last_ack is None:
-            self._settling, self._last_ack = set(), {}
-        earlier = [f for tp in bulk if (f := self._last_ack.get(tp)) and not f.done()]
+        if self._last_ack is None:
+            self._last_ack = {}
+        # A failed one too: the records behind it must not be acked before it.
+        earlier = [f for tp in bulk if (f := self._last_ack.get(tp)) and not _succeeded(f)]
         if in_flight is None and not earlier:
             for tp, batch in bulk.items():
                 await self._ack_all(tp, batch)
             return
         ack = asyncio.ensure_future(self._ack_after(in_flight, earlier, bulk, generation))
-        self._settling.add(ack)
         self._last_ack.update(dict.fromkeys(bulk, ack))
 
     async def _ack_after(
@@ -362,6 +362,10 @@ class BatchProducer:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+
+def _succeeded(future: asyncio.Future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def set_producer_backlog(records: int) -> None:

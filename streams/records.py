@@ -272,21 +272,17 @@ class PendingComment(_Record):
 
 def parse_pending_comment(obj: dict[str, Any]) -> PendingComment:
     comment = parse_comment(obj)
-    score, version, since = obj.get("score"), obj.get("model_version"), obj.get("pending_since")
-    if finite_or_none(score) is None or not 0 <= score <= 1:
-        raise Rejected("score must be a number in [0, 1]")
-    if isinstance(version, bool) or not isinstance(version, int) or not 0 < version < MAX_COUNT:
-        raise Rejected("model_version must be a positive integer")
-    if finite_or_none(since) is None:
-        raise Rejected("pending_since must be a finite number")
+    score = _number(obj, "score", required=True)
+    if not 0 <= score <= 1:  # type: ignore[operator]
+        raise Rejected("score must be in [0, 1]")
     return PendingComment(
         comment_id=comment.comment_id,
         text=comment.text,
         user_id=comment.user_id,
         filter=comment.filter,
-        score=float(score),
-        model_version=version,
-        pending_since=float(since),
+        score=score,  # type: ignore[arg-type]
+        model_version=_int(obj, "model_version", 1, MAX_COUNT - 1),
+        pending_since=_number(obj, "pending_since", required=True),  # type: ignore[arg-type]
     )
 
 

@@ -85,7 +85,8 @@ async def generate(
     and this load generator shares the machine's 2 cores with the broker and the worker."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from producers.client import encode
+    from streams.records import Comment
+    from streams.topics import COMMENTS, SPECS
 
     labels_topic = settings.topic("comment-labels")
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **settings.aiokafka_config())
@@ -127,7 +128,8 @@ async def generate(
             if delay > 0:
                 await asyncio.sleep(delay)
             cid = f"{ids}{i}"
-            value = encode({"comment_id": cid, "text": texts[i % len(texts)], "ts": time.time()})
+            comment = Comment(comment_id=cid, text=texts[i % len(texts)], ts=time.time())
+            value = SPECS[COMMENTS].encode(comment)
             sent[cid] = time.time()
             futures.append(await producer.send(settings.topic("comments"), value, cid.encode()))
         await asyncio.gather(*futures)

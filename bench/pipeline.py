@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from producers.client import SmartStreamProducer  # noqa: E402
-from streams.demo import free_port  # noqa: E402
+from producers.demo import free_port  # noqa: E402
 from streams.records import PAGE_TYPES  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import delete_prefixed_topics, ensure_topics  # noqa: E402

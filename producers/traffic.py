@@ -15,7 +15,7 @@ import numpy as np
 
 from producers.population import Population, generate
 from streams import topics as t
-from streams.records import PAGE_TYPES
+from streams.records import PAGE_TYPES, Comment, NewUser, PageTime
 
 # Gamma shape of a page view's seconds: positive, mean exactly the target, sd = mean / 5.
 SHAPE = 25.0
@@ -40,7 +40,7 @@ SPAM = (
 class Event:
     topic: str
     key: str
-    value: dict
+    value: PageTime | NewUser | Comment
 
 
 def load_comment_corpus(path: str | Path) -> list[tuple[str, bool]]:
@@ -84,12 +84,8 @@ class Traffic:
     def new_users(self) -> Iterator[Event]:
         p = self.population
         for i, uid in enumerate(self.ids):
-            value = {
-                "user_id": uid,
-                "age": int(p.age[i]),
-                "sex": "F" if p.sex[i] else "M",
-                "avg1": float(p.avg1[i]),
-            }
+            sex = "F" if p.sex[i] else "M"
+            value = NewUser(user_id=uid, age=int(p.age[i]), sex=sex, avg1=float(p.avg1[i]))
             yield Event(t.NEW_USERS, uid, value)
 
     def page_view(self) -> Event:
@@ -100,7 +96,7 @@ class Traffic:
             page, mean = PAGE_TYPES[1 + int(self.rng.integers(9))], self.mean_other[i]
         seconds = float(self.rng.gamma(SHAPE, mean / SHAPE))
         uid = self.ids[i]
-        return Event(t.PAGE_TIMES, uid, {"user_id": uid, "page_type": page, "seconds": seconds})
+        return Event(t.PAGE_TIMES, uid, PageTime(user_id=uid, page_type=page, seconds=seconds))
 
     def labelled_text(self) -> tuple[str, bool]:
         """A comment text and whether it is spam: from the corpus, else from the templates."""
@@ -121,7 +117,7 @@ class Traffic:
         cid = f"c{self.comment_seq}"
         uid = self.ids[int(self.rng.integers(self.n))]
         text, _ = self.labelled_text()
-        return Event(t.COMMENTS, cid, {"comment_id": cid, "user_id": uid, "text": text})
+        return Event(t.COMMENTS, cid, Comment(comment_id=cid, text=text, user_id=uid))
 
     def history(self) -> Iterator[Event]:
         """Each user's past visits as page views whose means are exactly the generated profile.
@@ -151,7 +147,7 @@ class Traffic:
             if not views:
                 plans[k] = plans[-1]
                 plans.pop()
-            yield Event(t.PAGE_TIMES, uid, {"user_id": uid, "page_type": page, "seconds": seconds})
+            yield Event(t.PAGE_TIMES, uid, PageTime(uid, page, float(seconds)))
 
     def _exact_mean(self, mean: float, n: int) -> list[float]:
         """n positive gamma draws rescaled so that their mean is `mean` (to rounding)."""

@@ -1,14 +1,16 @@
-"""The `smartstream` command line (CONTRACT.md): demo, worker, simulate, recluster, status."""
+"""The `smartstream` commands of the workers and their operators (CONTRACT.md): worker,
+recluster, retrain, pretrain, erase, status, models. The console script is producers.cli, which
+adds the commands that run the site side (simulate, demo): streams/ never imports producers/."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from streams.settings import Settings
@@ -117,72 +119,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from producers.client import SmartStreamProducer
-    from producers.traffic import load_comment_corpus, simulate
-
-    producer = SmartStreamProducer()
-    corpus = load_comment_corpus(args.corpus) if args.corpus else None
-    counts: dict[str, int] = {}
-    start = time.monotonic()
-
-    def send(event: Any) -> None:
-        producer.send(event.topic, event.key, event.value)
-        counts[event.topic] = counts.get(event.topic, 0) + 1
-        total = sum(counts.values())
-        if total % 10000 == 0:  # one progress line per 10,000 events
-            rate = total / max(time.monotonic() - start, 1e-9)
-            detail = ", ".join(f"{n} {topic}" for topic, n in sorted(counts.items()))
-            print(f"{total} events sent ({detail}); {rate:,.0f}/s", flush=True)
-
-    sent = simulate(
-        send,
-        users=args.users,
-        rate=args.rate,
-        comments_rate=args.comments_rate,
-        duration=args.duration,
-        seed=args.seed,
-        corpus=corpus,
-        history=args.history,
-    )
-    producer.flush()
-    producer.close()
-    print(f"sent {sent} events", flush=True)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from streams.demo import run_demo
-
-    return run_demo(port=args.port, users=args.users, rate=args.rate, verbose=args.verbose)
-
-
 def request_run(model: str, reason: str) -> None:
-    from producers.client import SmartStreamProducer
-    from streams.topics import CONTROL
+    from streams.sender import Sender
 
-    producer = SmartStreamProducer()
-    producer.send(CONTROL, model, {"action": "run", "model": model, "reason": reason}).get(
-        timeout=30
-    )
-    producer.close()
+    sender = Sender()
+    sender.request_run(model, reason).get(timeout=30)
+    sender.close()
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
     """Erase a user (streams.erasure): the commands are produced and acknowledged, then the
     workers carry them out."""
-    from kafka import KafkaProducer
-
     from streams.erasure import erasure_plan, new_erasure_id
+    from streams.sender import Sender
     from streams.topics import ensure_topics
 
     settings = Settings.from_env()
     ensure_topics(settings)
-    producer = KafkaProducer(acks="all", **settings.kafka_python_config())
+    sender = Sender(settings)
     erasure_id = new_erasure_id()
     for name, partition, key, value in erasure_plan(args.user_id, erasure_id, settings.partitions):
-        producer.send(settings.topic(name), key=key, value=value, partition=partition).get(30)
-    producer.close()
+        sender.send(name, key, value, partition).get(30)
+    sender.close()
     print(f"erasure {erasure_id} of user {args.user_id!r} requested", flush=True)
     return 0
 
@@ -201,37 +159,27 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """Load labelled corpora into the `pretraining` topic, then request a retraining."""
-    import hashlib
-
     from models.corpora import load_any
-    from producers.client import SmartStreamProducer
-    from streams.topics import PRETRAINING, ensure_topics
+    from streams.sender import Sender
+    from streams.topics import ensure_topics
 
     settings = Settings.from_env()
     if args.filter not in settings.spam_filter_presets:
         print(f"unknown filter {args.filter!r}: see SMARTSTREAM_SPAM_FILTERS", file=sys.stderr)
         return 2
     ensure_topics(settings)
-    producer = SmartStreamProducer(settings)
+    sender = Sender(settings)
     total = 0
     for path in args.paths:
         items = load_any(path)
         for i, item in enumerate(items, 1):
-            key = f"{args.filter}:{hashlib.sha1(item.text.encode()).hexdigest()}"
-            value = {
-                "filter": args.filter,
-                "text": item.text,
-                "is_spam": item.is_spam,
-                "source": item.source,
-            }
-            producer.send(PRETRAINING, key, value)
+            sender.pretraining(args.filter, item.text, item.is_spam, item.source)
             if i % 500 == 0 or i == len(items):
                 bar = "#" * int(30 * i / len(items))
                 print(f"\r{path}: [{bar:<30}] {i}/{len(items)}", end="", flush=True)
         print(flush=True)
         total += len(items)
-    producer.flush()
-    producer.close()
+    sender.close()
     request_run(f"spam:{args.filter}", "pretrain")
     print(f"{total} labelled texts loaded for filter {args.filter!r}; retraining requested")
     return 0
@@ -306,17 +254,17 @@ def quality(v: dict[str, Any]) -> str:
 
 def cmd_models_rollback(args: argparse.Namespace) -> int:
     """Ask the trainer (through `control`) to republish a version as the next one."""
-    from producers.client import SmartStreamProducer
     from streams.records import RollbackRequest
+    from streams.sender import Sender
     from streams.topics import CONTROL
 
     if args.version < 1:
         print("VERSION must be a positive integer", file=sys.stderr)
         return 2
-    producer = SmartStreamProducer()
+    sender = Sender()
     request = RollbackRequest(model=args.name, version=args.version, ts=time.time())
-    producer.send(CONTROL, args.name, request.dumps()).get(timeout=30)
-    producer.close()
+    sender.send(CONTROL, args.name, request).get(timeout=30)
+    sender.close()
     print(
         f"rollback of {args.name} to v{args.version} requested: the trainer republishes it as "
         "the next version (see `smartstream models list`)",
@@ -325,33 +273,21 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smartstream", description=__doc__)
+def build_parser(*more: Callable[[Any], None]) -> argparse.ArgumentParser:
+    """The `smartstream` parser: `more` add their commands first (producers.cli's)."""
+    parser = argparse.ArgumentParser(
+        prog="smartstream",
+        description="SmartStream: decisions from a web site's event streams, live on Kafka",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="the whole system on one machine")
-    demo.add_argument("--port", type=int, default=int(os.environ.get("SMARTSTREAM_WEB_PORT", 6066)))
-    demo.add_argument("--users", type=int, default=200)
-    demo.add_argument("--rate", type=float, default=50.0, help="page views per second")
-    demo.add_argument(
-        "--verbose",
-        action="store_true",
-        help="the worker's and simulator's logs on the terminal (default: files in run/demo/)",
-    )
-    demo.set_defaults(func=cmd_demo)
+    for add in more:
+        add(sub)
+    add_commands(sub)
+    return parser
+
+
+def add_commands(sub: Any) -> None:
     sub.add_parser("worker", help="one worker").set_defaults(func=cmd_worker)
-    sim = sub.add_parser("simulate", help="produce simulated site traffic")
-    sim.add_argument("--users", type=int, default=200)
-    sim.add_argument("--rate", type=float, default=100.0, help="page views per second")
-    sim.add_argument("--comments-rate", type=float, default=0.0, help="comments per second")
-    sim.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--corpus", default=None, help="YouTube Spam Collection CSV for comments")
-    sim.add_argument(
-        "--history",
-        action="store_true",
-        help="first send each user's past visits (the original population's profiles, exactly)",
-    )
-    sim.set_defaults(func=cmd_simulate)
     sub.add_parser("recluster", help="request a re-clustering now").set_defaults(func=cmd_recluster)
     erase = sub.add_parser("erase", help="erase a user: profile, assignment, comments, Redis")
     erase.add_argument("user_id")
@@ -376,15 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("name", help="clustering or spam:FILTER")
     rollback.add_argument("version", type=int)
     rollback.set_defaults(func=cmd_models_rollback)
-    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
+    args = (parser or build_parser()).parse_args(argv)
     return int(args.func(args) or 0)
 
 

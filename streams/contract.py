@@ -195,24 +195,27 @@ def _id_key(what: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TopicDoc:
-    """What the contract says about a topic beyond its TopicSpec: the value's schema source,
-    the key's schema, who reads and who writes it."""
+    """What the contract says about a topic beyond its TopicSpec (which types its values): the
+    key's schema, who reads and who writes it; `title` names a value that may be one of several
+    records, `schema` is the source of a value that is not a record (model documents)."""
 
-    value: type | tuple[str, type, ...] | Callable[[], dict[str, Any]]
+    topic: str
     key: dict[str, Any]
     summary: str
     received_by: str | None = None
     sent_by: str | None = None
+    title: str | None = None
+    schema: Callable[[], dict[str, Any]] | None = None
 
     def value_schema(self) -> dict[str, Any]:
-        """A record class's schema; for (title, class, ...) any of the classes' (the parser
-        tells them by their `action`); else the explicit schema source's."""
-        if isinstance(self.value, type):
-            return record_schema(self.value)
-        if isinstance(self.value, tuple):
-            title, *classes = self.value
-            return {"title": title, "anyOf": [record_schema(c) for c in classes]}
-        return self.value()
+        """The record class's schema; for several classes any of theirs (the parser tells
+        them by their `action`); else the explicit schema source's."""
+        if self.schema is not None:
+            return self.schema()
+        classes = t.SPECS[self.topic].value
+        if len(classes) == 1:
+            return record_schema(classes[0])
+        return {"title": self.title, "anyOf": [record_schema(c) for c in classes]}
 
 
 USER_KEY = _id_key("user_id")
@@ -221,133 +224,140 @@ NO_KEY = {"type": "null", "description": "none: one record per partition"}
 INTERNAL = "Internal: between workers."
 
 TOPICS: dict[str, TopicDoc] = {
-    t.PAGE_TIMES: TopicDoc(
-        r.PageTime,
-        USER_KEY,
-        "One page view and the seconds spent on it.",
-        received_by="every worker: the users pipeline, for its partitions",
-        sent_by="POST /events/page-time (and any producer of the site)",
-    ),
-    t.NEW_USERS: TopicDoc(
-        r.NewUser,
-        USER_KEY,
-        "A user joined.",
-        received_by="every worker: the users pipeline, for its partitions",
-        sent_by="POST /events/new-user (and any producer of the site)",
-    ),
-    t.CLUSTER_ASSIGNMENTS: TopicDoc(
-        r.ClusterAssignment,
-        USER_KEY,
-        "A user's cluster and atypical flag, sent when either changes (compacted).",
-        sent_by="the users pipeline, online and after each re-clustering",
-    ),
-    t.COMMENTS: TopicDoc(
-        r.Comment,
-        COMMENT_KEY,
-        "A comment to moderate.",
-        received_by="every worker: moderation, for its partitions",
-        sent_by="POST /comments (and any producer of the site)",
-    ),
-    t.COMMENT_LABELS: TopicDoc(
-        r.CommentLabel,
-        COMMENT_KEY,
-        "The moderation topic: a comment's label, once per model version that processed it.",
-        sent_by="moderation",
-    ),
-    t.COMMENT_REVIEWS: TopicDoc(
-        r.CommentReview,
-        COMMENT_KEY,
-        "A moderator's verdict: a training label of the comment's filter.",
-        received_by="every worker: moderation, for its partitions",
-        sent_by="the site's moderation tools",
-    ),
-    t.DEAD_LETTERS: TopicDoc(
-        r.DeadLetter,
-        {
-            "type": ["string", "null"],
-            "description": "the refused record's own key as it was (any bytes; null for a "
-            "keyless record)",
-        },
-        "Every refused record, with the reason.",
-        sent_by="every worker",
-    ),
-    t.MODELS: TopicDoc(
-        model_document_schema,
-        MODEL_NAME,
-        "Versioned model states (compacted); every worker hot-swaps the latest valid one.",
-        received_by="every worker",
-        sent_by="the trainer (the owner of `control`)",
-    ),
-    t.MODEL_VERSIONS: TopicDoc(
-        model_document_schema,
-        {
-            "type": "string",
-            "pattern": "^(clustering|spam:.+)@[0-9]+$",
-            "description": "NAME@VERSION: compaction keeps every version",
-        },
-        f"{INTERNAL} every published model document: the history a rollback republishes.",
-        received_by="the trainer (history, rollbacks)",
-        sent_by="the trainer, with each document it publishes",
-    ),
-    t.COUNTER_INCREMENTS: TopicDoc(
-        r.CounterTotal,
-        MODEL_NAME,
-        f"{INTERNAL} a partition's absolute counter total of a model.",
-        received_by="the owner of its single partition (the counters)",
-        sent_by="every worker",
-    ),
-    t.CONTROL: TopicDoc(
-        ("ControlRequest", r.RunRequest, r.RollbackRequest),
-        MODEL_NAME,
-        f"{INTERNAL} a request for a model run, or a rollback to a version.",
-        received_by="the trainer (the owner of its single partition)",
-        sent_by="the counters, crontabs, `smartstream recluster` / `retrain` / `pretrain`",
-    ),
-    t.USER_COMMANDS: TopicDoc(
-        ("UserCommand", r.Reassign, r.Erase),
-        NO_KEY,
-        f"{INTERNAL} re-assign a partition's users once a model version serves; erase a user.",
-        received_by="the owner of each partition",
-        sent_by="the trainer, after a re-clustering; DELETE /users/{user_id}",
-    ),
-    t.PRETRAINING: TopicDoc(
-        r.PretrainingExample,
-        {
-            "type": "string",
-            "pattern": "^.+:[0-9a-f]{40}$",
-            "description": "FILTER:sha1(text): a text is kept once per filter",
-        },
-        f"{INTERNAL} a spam filter's pretraining corpus (compacted).",
-        received_by="the trainer, at each retraining",
-        sent_by="`smartstream pretrain`",
-    ),
-    t.TRAINING_EXAMPLES: TopicDoc(
-        r.PretrainingExample,
-        COMMENT_KEY,
-        f"{INTERNAL} reviewed comments, a spam filter's training labels (compacted).",
-        received_by="the trainer, at each retraining",
-        sent_by="moderation, for each reviewed comment",
-    ),
-    t.MODERATION_QUEUE: TopicDoc(
-        r.PendingComment,
-        COMMENT_KEY,
-        f"{INTERNAL} the comments waiting for a moderator (compacted).",
-        received_by="every worker (GET /moderation/queue)",
-        sent_by="moderation, by the owner of the comment's partition",
-    ),
-    t.COMMENT_COMMANDS: TopicDoc(
-        r.Erase,
-        NO_KEY,
-        f"{INTERNAL} erase a user's comments, sent to every partition.",
-        received_by="the owner of each partition of the comments table",
-        sent_by="DELETE /users/{user_id}",
-    ),
-    t.ERASURES: TopicDoc(
-        r.Erasure,
-        {"type": "string", "minLength": 1, "description": "the erasure id"},
-        "The record of erasures (compacted): when, without the user's id or data.",
-        sent_by="DELETE /users/{user_id}",
-    ),
+    doc.topic: doc
+    for doc in (
+        TopicDoc(
+            t.PAGE_TIMES,
+            USER_KEY,
+            "One page view and the seconds spent on it.",
+            received_by="every worker: the users pipeline, for its partitions",
+            sent_by="POST /events/page-time (and any producer of the site)",
+        ),
+        TopicDoc(
+            t.NEW_USERS,
+            USER_KEY,
+            "A user joined.",
+            received_by="every worker: the users pipeline, for its partitions",
+            sent_by="POST /events/new-user (and any producer of the site)",
+        ),
+        TopicDoc(
+            t.CLUSTER_ASSIGNMENTS,
+            USER_KEY,
+            "A user's cluster and atypical flag, sent when either changes (compacted).",
+            sent_by="the users pipeline, online and after each re-clustering",
+        ),
+        TopicDoc(
+            t.COMMENTS,
+            COMMENT_KEY,
+            "A comment to moderate.",
+            received_by="every worker: moderation, for its partitions",
+            sent_by="POST /comments (and any producer of the site)",
+        ),
+        TopicDoc(
+            t.COMMENT_LABELS,
+            COMMENT_KEY,
+            "The moderation topic: a comment's label, once per model version that processed it.",
+            sent_by="moderation",
+        ),
+        TopicDoc(
+            t.COMMENT_REVIEWS,
+            COMMENT_KEY,
+            "A moderator's verdict: a training label of the comment's filter.",
+            received_by="every worker: moderation, for its partitions",
+            sent_by="the site's moderation tools",
+        ),
+        TopicDoc(
+            t.DEAD_LETTERS,
+            {
+                "type": ["string", "null"],
+                "description": "the refused record's own key as it was (any bytes; null for a "
+                "keyless record)",
+            },
+            "Every refused record, with the reason.",
+            sent_by="every worker",
+        ),
+        TopicDoc(
+            t.MODELS,
+            MODEL_NAME,
+            "Versioned model states (compacted); every worker hot-swaps the latest valid one.",
+            received_by="every worker",
+            sent_by="the trainer (the owner of `control`)",
+            schema=model_document_schema,
+        ),
+        TopicDoc(
+            t.MODEL_VERSIONS,
+            {
+                "type": "string",
+                "pattern": "^(clustering|spam:.+)@[0-9]+$",
+                "description": "NAME@VERSION: compaction keeps every version",
+            },
+            f"{INTERNAL} every published model document: the history a rollback republishes.",
+            received_by="the trainer (history, rollbacks)",
+            sent_by="the trainer, with each document it publishes",
+            schema=model_document_schema,
+        ),
+        TopicDoc(
+            t.COUNTER_INCREMENTS,
+            MODEL_NAME,
+            f"{INTERNAL} a partition's absolute counter total of a model.",
+            received_by="the owner of its single partition (the counters)",
+            sent_by="every worker",
+        ),
+        TopicDoc(
+            t.CONTROL,
+            MODEL_NAME,
+            f"{INTERNAL} a request for a model run, or a rollback to a version.",
+            received_by="the trainer (the owner of its single partition)",
+            sent_by="the counters, crontabs, `smartstream recluster` / `retrain` / `pretrain`",
+            title="ControlRequest",
+        ),
+        TopicDoc(
+            t.USER_COMMANDS,
+            NO_KEY,
+            f"{INTERNAL} re-assign a partition's users once a model version serves; erase a user.",
+            received_by="the owner of each partition",
+            sent_by="the trainer, after a re-clustering; DELETE /users/{user_id}",
+            title="UserCommand",
+        ),
+        TopicDoc(
+            t.PRETRAINING,
+            {
+                "type": "string",
+                "pattern": "^.+:[0-9a-f]{40}$",
+                "description": "FILTER:sha1(text): a text is kept once per filter",
+            },
+            f"{INTERNAL} a spam filter's pretraining corpus (compacted).",
+            received_by="the trainer, at each retraining",
+            sent_by="`smartstream pretrain`",
+        ),
+        TopicDoc(
+            t.TRAINING_EXAMPLES,
+            COMMENT_KEY,
+            f"{INTERNAL} reviewed comments, a spam filter's training labels (compacted).",
+            received_by="the trainer, at each retraining",
+            sent_by="moderation, for each reviewed comment",
+        ),
+        TopicDoc(
+            t.MODERATION_QUEUE,
+            COMMENT_KEY,
+            f"{INTERNAL} the comments waiting for a moderator (compacted).",
+            received_by="every worker (GET /moderation/queue)",
+            sent_by="moderation, by the owner of the comment's partition",
+        ),
+        TopicDoc(
+            t.COMMENT_COMMANDS,
+            NO_KEY,
+            f"{INTERNAL} erase a user's comments, sent to every partition.",
+            received_by="the owner of each partition of the comments table",
+            sent_by="DELETE /users/{user_id}",
+        ),
+        TopicDoc(
+            t.ERASURES,
+            {"type": "string", "minLength": 1, "description": "the erasure id"},
+            "The record of erasures (compacted): when, without the user's id or data.",
+            sent_by="DELETE /users/{user_id}",
+        ),
+    )
 }
 
 

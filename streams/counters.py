@@ -13,6 +13,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from streams import topics as t
 from streams.app import app, control_topic, counter_increments_topic, settings
 from streams.auth import Role, requires
 from streams.deadletters import send_dead_letter
@@ -20,10 +21,10 @@ from streams.records import (
     CounterTotal,
     Rejected,
     RunRequest,
-    loads_object,
-    parse_counter_total,
 )
 from streams.serving import CLUSTERING
+
+TOTALS = t.SPECS[t.COUNTER_INCREMENTS]
 
 counters_table = app.Table(
     "counters",
@@ -101,8 +102,7 @@ def update_total(
 async def counters_agent(stream: faust.StreamT) -> None:
     async for event in stream.events():
         try:
-            msg = loads_object(event.message.value or b"", settings.max_payload_bytes)
-            total = parse_counter_total(msg)
+            total = TOTALS.decode(event.message.value, settings.max_payload_bytes)
         except Rejected as exc:
             await send_dead_letter(event.message, f"bad counter total: {exc}")
             continue

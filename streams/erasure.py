@@ -27,8 +27,8 @@ Plan = list[tuple[str, int | None, bytes | None, bytes]]
 
 def erasure_plan(user_id: str, erasure_id: str, partitions: int) -> Plan:
     """The records that erase `user_id` (topic names without the prefix)."""
-    command = Erase(user_id=user_id, erasure_id=erasure_id).dumps()
-    fact = Erasure(erasure_id=erasure_id, ts=time.time()).dumps()
+    command = t.SPECS[t.USER_COMMANDS].encode(Erase(user_id=user_id, erasure_id=erasure_id))
+    fact = t.SPECS[t.ERASURES].encode(Erasure(erasure_id=erasure_id, ts=time.time()))
     return [
         (t.USER_COMMANDS, t.key_partition(user_id.encode(), partitions), None, command),
         *((t.COMMENT_COMMANDS, p, None, command) for p in range(partitions)),

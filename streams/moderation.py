@@ -57,11 +57,7 @@ from streams.records import (
     Rejected,
     count_or_none,
     finite_or_none,
-    loads_object,
     object_or_empty,
-    parse_comment,
-    parse_comment_review,
-    parse_erase,
     parse_training_example,
 )
 from streams.serving import CLUSTERING
@@ -274,7 +270,8 @@ def _example_of(
 
 def _erase_command(msg: Any, users: set[str], letters: list) -> None:
     try:
-        users.add(parse_erase(loads_object(msg.value or b"", settings.max_payload_bytes)).user_id)
+        erase = t.SPECS[t.COMMENT_COMMANDS].decode(msg.value, settings.max_payload_bytes)
+        users.add(erase.user_id)
     except Rejected as exc:
         letters.append(letter(msg, f"bad comment command: {exc}"))
 
@@ -316,8 +313,8 @@ async def _erase(
 def _parse(msg: Any, partition: int) -> Any:
     """A comment or review, or :class:`Rejected`; keyed by its comment id, in the partition of
     the id's row (co-partitioned with the comments table)."""
-    obj = loads_object(msg.value or b"", settings.max_payload_bytes)
-    record = parse_comment(obj) if msg.topic == COMMENTS else parse_comment_review(obj)
+    codec = t.SPECS[t.COMMENTS if msg.topic == COMMENTS else t.COMMENT_REVIEWS]
+    record = codec.decode(msg.value, settings.max_payload_bytes)
     key = record.comment_id.encode()
     if msg.key != key:
         given = "null" if msg.key is None else repr(msg.key[:40])

@@ -587,6 +587,10 @@ class PretrainingExample(_Record):
     comment_id: str | None = field(default=None, metadata=spec(ID))
     reviewer: str | None = field(default=None, metadata=spec(ID))
 
+    def pretraining_key(self) -> str:
+        """Its key on `pretraining`: a text is kept once per filter (compaction)."""
+        return f"{self.filter}:{hashlib.sha1(self.text.encode()).hexdigest()}"
+
 
 def parse_training_example(obj: dict[str, Any]) -> PretrainingExample:
     return PretrainingExample(

@@ -35,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from yarl import URL
 
+from streams import topics as t
 from streams.app import app, comment_reviews_topic, produce_acknowledged, settings
 from streams.auth import Role, html_response, json_body, requires
 from streams.ingest import read_json_body
@@ -42,9 +43,7 @@ from streams.moderation import QUEUE, comments_table, filters, moderation_outcom
 from streams.records import (
     Rejected,
     finite_or_none,
-    loads_object,
     parse_comment_review,
-    parse_pending_comment,
 )
 from streams.trainer import follow_compacted
 
@@ -62,10 +61,10 @@ ROUTED_HEADER = "X-SmartStream-Routed"
 # The queue
 
 
-def parse_entry(obj: dict[str, Any]) -> dict[str, Any]:
+def parse_entry(raw: bytes) -> dict[str, Any]:
     """A `moderation-queue` value, validated like every record a worker reads; every field
     of the record, nulls included (what GET /moderation/queue shows)."""
-    return asdict(parse_pending_comment(obj))
+    return asdict(t.SPECS[t.MODERATION_QUEUE].decode(raw, MAX_ENTRY_BYTES))
 
 
 class PendingQueue:
@@ -109,7 +108,7 @@ def apply_record(record: Any, refused: list[tuple[Any, str]]) -> None:
         queue.drop(comment_id)
         return
     try:
-        entry = parse_entry(loads_object(record.value, MAX_ENTRY_BYTES))
+        entry = parse_entry(record.value)
         if entry["comment_id"].encode() != record.key:
             raise Rejected(f"key is not the comment_id {entry['comment_id'][:40]!r}")
     except Rejected as exc:

@@ -1,4 +1,5 @@
-"""The contract's topics: names, partitions and cleanup policies, and their creation.
+"""The contract's topics: names, partitions, cleanup policies, the codec of their values, and
+their creation.
 
 Keyed topics (`page-times`, `new-users`, `comments`, ...) share the configured partition count so
 a user's events and the user's table row live in the same partition: no repartition topic.
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
+from streams import records as r
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,12 +26,46 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TopicSpec:
+    """A topic and the codec of its values: the record classes a value may be (`value`, empty
+    for model documents, which models.documents validates) and the validating reader of a
+    decoded JSON object (`parse`). Producers, workers, the CLI and tests encode and decode
+    through it, so a topic's values are typed in one place."""
+
     name: str
     key: str
+    value: tuple[type, ...] = ()
+    parse: Callable[..., Any] | None = None
     compacted: bool = False
     # None: the configured partition count; 1 for topics one owner must read in order.
     partitions: int | None = None
     max_bytes: int | None = None
+
+    def encode(self, record: Any) -> bytes:
+        """A record's JSON value; a record of another type is a programming error."""
+        if not isinstance(record, self.value):
+            raise TypeError(f"{self.name} values are {self.value}, not {type(record).__name__}")
+        return record.dumps()
+
+    def decode(self, raw: bytes | None, max_bytes: int, **limits: Any) -> Any:
+        """The record a value holds; raises records.Rejected (the dead letter's reason) on
+        anything else. `limits`: the parser's configured bounds (page-times: max_seconds)."""
+        if self.parse is None:
+            raise TypeError(f"{self.name} values are model documents: models.documents reads them")
+        return self.parse(r.loads_object(raw or b"", max_bytes), **limits)
+
+
+def read_written(cls: type) -> Callable[[dict[str, Any]], Any]:
+    """The reader of a record only workers write (assignments, labels, dead letters): its
+    fields by name, unknown ones ignored; a missing field is refused."""
+    names = frozenset(f.name for f in fields(cls))
+
+    def parse(obj: dict[str, Any]) -> Any:
+        try:
+            return cls(**{k: v for k, v in obj.items() if k in names})
+        except TypeError as exc:
+            raise r.Rejected(f"not a {cls.__name__}: {exc}") from None
+
+    return parse
 
 
 # Spam filters with large vocabularies serialise to a few MB of JSON.
@@ -65,26 +103,69 @@ COMMENT_COMMANDS = "comment-commands"
 ERASURES = "erasures"
 
 CONTRACT_TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(PAGE_TIMES, "user_id"),
-    TopicSpec(NEW_USERS, "user_id"),
-    TopicSpec(CLUSTER_ASSIGNMENTS, "user_id", compacted=True),
-    TopicSpec(COMMENTS, "comment_id"),
-    TopicSpec(COMMENT_LABELS, "comment_id"),
-    TopicSpec(COMMENT_REVIEWS, "comment_id"),
-    TopicSpec(DEAD_LETTERS, "original key"),
+    TopicSpec(PAGE_TIMES, "user_id", (r.PageTime,), r.parse_page_time),
+    TopicSpec(NEW_USERS, "user_id", (r.NewUser,), r.parse_new_user),
+    TopicSpec(
+        CLUSTER_ASSIGNMENTS,
+        "user_id",
+        (r.ClusterAssignment,),
+        read_written(r.ClusterAssignment),
+        compacted=True,
+    ),
+    TopicSpec(COMMENTS, "comment_id", (r.Comment,), r.parse_comment),
+    TopicSpec(COMMENT_LABELS, "comment_id", (r.CommentLabel,), read_written(r.CommentLabel)),
+    TopicSpec(COMMENT_REVIEWS, "comment_id", (r.CommentReview,), r.parse_comment_review),
+    TopicSpec(DEAD_LETTERS, "original key", (r.DeadLetter,), read_written(r.DeadLetter)),
     TopicSpec(MODELS, "model name", compacted=True, partitions=1, max_bytes=MODEL_MAX_BYTES),
     TopicSpec(
         MODEL_VERSIONS, "NAME@VERSION", compacted=True, partitions=1, max_bytes=MODEL_MAX_BYTES
     ),
-    TopicSpec(COUNTER_INCREMENTS, "model name", partitions=1),
-    TopicSpec(CONTROL, "model name", partitions=1),
-    TopicSpec(USER_COMMANDS, "none (one record per partition)"),
-    TopicSpec(PRETRAINING, "filter:sha1(text)", compacted=True, partitions=1),
-    TopicSpec(TRAINING_EXAMPLES, "comment_id", compacted=True, partitions=1),
-    TopicSpec(MODERATION_QUEUE, "comment_id", compacted=True, partitions=1),
-    TopicSpec(COMMENT_COMMANDS, "none (one record per partition)"),
-    TopicSpec(ERASURES, "erasure id", compacted=True, partitions=1),
+    TopicSpec(
+        COUNTER_INCREMENTS, "model name", (r.CounterTotal,), r.parse_counter_total, partitions=1
+    ),
+    TopicSpec(
+        CONTROL,
+        "model name",
+        (r.RunRequest, r.RollbackRequest),
+        r.parse_control,
+        partitions=1,
+    ),
+    TopicSpec(
+        USER_COMMANDS,
+        "none (one record per partition)",
+        (r.Reassign, r.Erase),
+        r.parse_user_command,
+    ),
+    TopicSpec(
+        PRETRAINING,
+        "filter:sha1(text)",
+        (r.PretrainingExample,),
+        r.parse_training_example,
+        compacted=True,
+        partitions=1,
+    ),
+    TopicSpec(
+        TRAINING_EXAMPLES,
+        "comment_id",
+        (r.PretrainingExample,),
+        r.parse_training_example,
+        compacted=True,
+        partitions=1,
+    ),
+    TopicSpec(
+        MODERATION_QUEUE,
+        "comment_id",
+        (r.PendingComment,),
+        r.parse_pending_comment,
+        compacted=True,
+        partitions=1,
+    ),
+    TopicSpec(COMMENT_COMMANDS, "none (one record per partition)", (r.Erase,), r.parse_erase),
+    TopicSpec(
+        ERASURES, "erasure id", (r.Erasure,), read_written(r.Erasure), compacted=True, partitions=1
+    ),
 )
+SPECS: dict[str, TopicSpec] = {spec.name: spec for spec in CONTRACT_TOPICS}
 
 
 def key_partition(key: bytes, partitions: int) -> int:

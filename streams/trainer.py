@@ -42,7 +42,7 @@ from streams.app import (
 )
 from streams.deadletters import letter, send_dead_letter, send_letters
 from streams.monitoring import MODEL_RUN_SECONDS, MODEL_RUNS
-from streams.records import Rejected, RollbackRequest, dumps_json, loads_object, parse_control
+from streams.records import Rejected, RollbackRequest, dumps_json, loads_object
 
 log = logging.getLogger(__name__)
 Job = Callable[[], Awaitable[None]]
@@ -176,8 +176,7 @@ def register(kind: ModelKind) -> Trainer:
 async def control_agent(stream: Any) -> None:
     async for event in stream.events():
         try:
-            obj = loads_object(event.message.value or b"", settings.max_payload_bytes)
-            request = parse_control(obj)
+            request = t.SPECS[t.CONTROL].decode(event.message.value, settings.max_payload_bytes)
             trainer = trainers.get(request.model)
             if trainer is None:
                 raise Rejected(f"unknown model {request.model[:40]!r}")

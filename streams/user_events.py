@@ -31,10 +31,6 @@ from streams.records import (
     Erase,
     Rejected,
     dumps_json,
-    loads_object,
-    parse_new_user,
-    parse_page_time,
-    parse_user_command,
 )
 from streams.serving import ASSIGNMENTS, CLUSTERING, assign, observe_metric, reassigner, serving
 from streams.users import load_row, mirror, row_partition, users_table, write_users
@@ -45,6 +41,8 @@ PAGE_TIMES = settings.topic(t.PAGE_TIMES)
 NEW_USERS = settings.topic(t.NEW_USERS)
 
 USER_COMMANDS = settings.topic(t.USER_COMMANDS)
+PAGE_TIME_CODEC, NEW_USER_CODEC = t.SPECS[t.PAGE_TIMES], t.SPECS[t.NEW_USERS]
+MAX_BYTES = settings.max_payload_bytes
 RECENT_USERS = 200
 # The users this worker touched last, oldest first (an insertion-ordered dict used as a bounded,
 # deduplicated queue), for the demo site's user menu.
@@ -59,11 +57,10 @@ user_events = app.topic(
 def _parse(record: Any) -> Any:
     """The record's event, or :class:`Rejected`. The key must be the user id: a keyless or
     wrongly keyed record would land in another partition than the user's row."""
-    obj = loads_object(record.value or b"", settings.max_payload_bytes)
     if record.topic == PAGE_TIMES:
-        event = parse_page_time(obj, settings.max_seconds)
+        event = PAGE_TIME_CODEC.decode(record.value, MAX_BYTES, max_seconds=settings.max_seconds)
     else:
-        event = parse_new_user(obj)
+        event = NEW_USER_CODEC.decode(record.value, MAX_BYTES)
     if record.key != event.user_id.encode():
         key = "null" if record.key is None else repr(record.key[:40])
         raise Rejected(f"key {key} is not the user_id {event.user_id[:40]!r}")
@@ -151,8 +148,7 @@ class _Batch:
 
     async def command(self, record: Any) -> None:
         try:
-            obj = loads_object(record.value or b"", settings.max_payload_bytes)
-            command = parse_user_command(obj)
+            command = t.SPECS[t.USER_COMMANDS].decode(record.value, MAX_BYTES)
         except Rejected as exc:
             self.letters.append(letter(record, f"bad user command: {exc}"))
             return

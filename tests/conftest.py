@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from streams.demo import free_port
+from producers.demo import free_port
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

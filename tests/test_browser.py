@@ -4,7 +4,6 @@ shown escaped and labelled. Screenshots go to $TEST_ARTIFACTS (default run/test/
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -39,8 +38,7 @@ def live(stack: Stack):
         sent[event.topic] += 1
     texts, labels = corpus(300, seed=4)
     for text, spam in zip(texts, labels, strict=True):
-        key = f"comments:{hashlib.sha1(text.encode()).hexdigest()}"
-        producer.send("pretraining", key, {"filter": "comments", "text": text, "is_spam": spam})
+        producer.pretraining("comments", text, spam)
     producer.flush()
     wait_for(
         lambda: (
@@ -50,7 +48,7 @@ def live(stack: Stack):
         "the population's history",
     )
     for model in ("clustering", "spam:comments"):
-        producer.send("control", model, {"action": "run", "model": model, "reason": "test"})
+        producer.request_run(model, "test")
     producer.flush()
     wait_for(
         lambda: (

@@ -66,7 +66,7 @@ def alive(pid: int) -> bool:
 
 
 class Demo:
-    """`python -m streams.cli demo` (what the `smartstream` script runs) in its own directory."""
+    """`python -m producers.cli demo` (what the `smartstream` script runs) in its own directory."""
 
     def __init__(self, broker: str, redis_url: str, tmp: Path, tty: bool) -> None:
         self.port = free_port()
@@ -90,7 +90,7 @@ class Demo:
         else:
             out, self.reader = subprocess.PIPE, None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "demo", *args],
+            [sys.executable, "-m", "producers.cli", "demo", *args],
             cwd=tmp,
             env=env,
             stdout=out,

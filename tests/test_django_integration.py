@@ -8,7 +8,6 @@ buffered events are flushed at exit."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import random
 import socket
@@ -181,8 +180,7 @@ def background(stack: Stack) -> None:
             producer.page_time(uid, "AB"[i % 2], rng.gauss(15 if i % 3 else 60, 2))
     texts, labels = corpus(300, seed=4)
     for text, spam in zip(texts, labels, strict=True):
-        key = f"comments:{hashlib.sha1(text.encode()).hexdigest()}"
-        producer.send("pretraining", key, {"filter": "comments", "text": text, "is_spam": spam})
+        producer.pretraining("comments", text, spam)
     producer.flush()
     producer.close()
 
@@ -190,7 +188,7 @@ def background(stack: Stack) -> None:
 def run_models(stack: Stack, worker: Worker) -> None:
     producer = stack.producer()
     for model in ("clustering", "spam:comments"):
-        producer.send("control", model, {"action": "run", "model": model, "reason": "test"})
+        producer.request_run(model, "test")
     producer.flush()
     producer.close()
     wait_for(

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from producers.demo import pretrain_from_templates
 from producers.population import generate
 from producers.traffic import Traffic
-from streams.demo import pretrain_from_templates
 from tests.conftest import Stack, wait_for
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,6 @@ archived documents and the data the test sent, not taken from the worker."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from types import SimpleNamespace
@@ -75,9 +74,7 @@ def relabel(stack: Stack, texts: list[str], labels: list[bool]) -> None:
     later records win (a different corpus for the next retraining)."""
     producer = stack.producer()
     for text, spam in zip(texts, labels, strict=True):
-        key = f"comments:{hashlib.sha1(text.encode()).hexdigest()}"
-        value = {"filter": "comments", "text": text, "is_spam": spam, "source": "relabel"}
-        producer.send("pretraining", key, value)
+        producer.pretraining("comments", text, spam, "relabel")
     producer.flush()
     producer.close()
 

@@ -6,6 +6,7 @@ example preset's ham templates spam with a score of 0.00)."""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,19 +16,20 @@ import pytest
 
 from models.corpora import load_youtube
 from models.spam import PRESETS, SpamFilter
+from producers.demo import pretrain_from_templates
 from producers.traffic import HAM, SPAM
-from streams.demo import pretrain_from_templates
-from streams.topics import PRETRAINING
+from streams.sender import Sender
+from streams.topics import PRETRAINING, SPECS
 
 
-class Recorder:
-    """A producer that keeps what it is sent."""
+class Recorder(Sender):
+    """A producer without Kafka that keeps what it is sent, encoded by the topic's codec."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
 
-    def send(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        self.sent.append((topic, key, value))
+    def send(self, topic: str, key: Any, value: Any, partition: int | None = None) -> None:
+        self.sent.append((topic, key, json.loads(SPECS[topic].encode(value))))
 
     def flush(self) -> None:
         pass

@@ -55,8 +55,10 @@ def test_the_helper_process_imports_no_worker_module() -> None:
 
 ROOT = STREAMS.parent
 # The contract modules the producers may import: they import nothing else of the project's but
-# models/, so a site integration never loads the worker.
-CONTRACT = {"streams.settings", "streams.topics", "streams.records"}
+# models/, so a site integration never loads the worker. The `smartstream` console script
+# (producers.cli) adds its site-side commands to streams.cli's.
+CONTRACT = {"streams.settings", "streams.topics", "streams.records", "streams.sender"}
+CONSOLE = {"producers.cli": {"streams.cli"}}
 
 
 PACKAGES = ("streams", "models", "producers")
@@ -86,25 +88,23 @@ def within(name: str, modules: set[str]) -> bool:
 
 def test_the_layers_import_downwards_only() -> None:
     """models/ imports neither streams/ nor producers/; producers/ imports only the contract
-    modules of streams/, and those only each other (and models/): only streams.cli and
-    streams.demo, the entry points, run producers."""
+    modules of streams/ (the console script streams.cli too), and those only each other (and
+    models/); streams/ never imports producers/."""
     graph = {
         module_of(path): imports_of(path)
         for package in PACKAGES
         for path in (ROOT / package).rglob("*.py")
     }
+    assert {"producers.cli", "producers.demo", "streams.sender", "streams.cli"} <= set(graph)
     for module, imported in graph.items():
         project = {m for m in imported if not m.startswith("models")}
         if module.startswith("models"):
             assert not project, module
         elif module.startswith("producers"):
-            bad = {m for m in project if m.startswith("streams") and not within(m, CONTRACT)}
+            allowed = CONTRACT | CONSOLE.get(module, set())
+            bad = {m for m in project if m.startswith("streams") and not within(m, allowed)}
             assert not bad, (module, bad)
         elif module in CONTRACT:
             assert all(within(m, CONTRACT) for m in project), (module, project)
-    runners = {
-        module
-        for module, imported in graph.items()
-        if module.startswith("streams") and any(m.startswith("producers") for m in imported)
-    }
-    assert runners == {"streams.cli", "streams.demo"}
+        else:
+            assert not any(m.startswith("producers") for m in project), (module, project)

@@ -250,27 +250,15 @@ def stop_in_order(procs: Iterable[subprocess.Popen]) -> None:
 def pretrain_from_templates(producer: Any, settings: Any) -> None:
     """Give the demo's spam filters a first model: labelled comments from the simulator's
     templates (use `smartstream pretrain` with the YouTube Spam Collection for real data)."""
-    import hashlib
-
     from producers.population import generate
     from producers.traffic import Traffic
-    from streams.topics import CONTROL, PRETRAINING
 
     traffic = Traffic(generate(4), seed=42)
     for name in settings.spam_filter_presets:
         for _ in range(300):
             text, spam = traffic.labelled_text()
-            key = f"{name}:{hashlib.sha1(text.encode()).hexdigest()}"
-            producer.send(
-                PRETRAINING,
-                key,
-                {"filter": name, "text": text, "is_spam": spam, "source": "demo templates"},
-            )
-        producer.send(
-            CONTROL,
-            f"spam:{name}",
-            {"action": "run", "model": f"spam:{name}", "reason": "demo pretraining"},
-        )
+            producer.pretraining(name, text, spam, "demo templates")
+        producer.request_run(f"spam:{name}", "demo pretraining")
     producer.flush()
 
 

@@ -1,4 +1,11 @@
-"""The Faust app (faust's project layout: ``streams.app:app``) and the contract's topics."""
+"""The Faust app (faust's project layout: ``streams.app:app``) and the contract's topics.
+
+Configuration is passed in: the worker's entry point (streams.cli) reads the environment once,
+checks it, and hands the Settings to :func:`configure`, which builds the app, its topics and its
+batch producer; the domain modules (streams.cli.WORKER_MODULES) then register on that app. A
+module imported without the entry point (a tool, a test) gets the app configured from the
+environment at its first use of one of the configured names below.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -21,7 +29,107 @@ from streams.adapter.bulk import App, BatchProducer, set_producer_backlog
 from streams.records import dumps_json
 from streams.settings import Settings
 
-settings = Settings.from_env()
+# The contract topics the worker reads or writes through Faust (raw bytes: agents validate
+# values themselves), by the name each is imported by.
+TOPICS = {
+    "page_times_topic": t.PAGE_TIMES,
+    "new_users_topic": t.NEW_USERS,
+    "comments_topic": t.COMMENTS,
+    "comment_reviews_topic": t.COMMENT_REVIEWS,
+    "dead_letters_topic": t.DEAD_LETTERS,
+    "models_topic": t.MODELS,
+    "counter_increments_topic": t.COUNTER_INCREMENTS,
+    "control_topic": t.CONTROL,
+    "user_commands_topic": t.USER_COMMANDS,
+    "pretraining_topic": t.PRETRAINING,
+    "comment_commands_topic": t.COMMENT_COMMANDS,
+    "erasures_topic": t.ERASURES,
+}
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What configure() builds from the settings, served as this module's names."""
+
+    settings: Settings
+    app: App
+    # Set once this worker has loaded every model published before it started
+    # (streams.trainer): the handlers wait for it, so a restarted worker never labels or assigns
+    # without its models.
+    models_ready: asyncio.Event
+    # Writes of whole batches (the users changelog): see streams.adapter.bulk.
+    batch_producer: BatchProducer
+    topics: dict[str, faust.TopicT]
+
+
+_wiring: Wiring | None = None
+# The configured names (module attributes served by __getattr__ from the Wiring).
+settings: Settings
+app: App
+models_ready: asyncio.Event
+batch_producer: BatchProducer
+page_times_topic: faust.TopicT
+new_users_topic: faust.TopicT
+comments_topic: faust.TopicT
+comment_reviews_topic: faust.TopicT
+dead_letters_topic: faust.TopicT
+models_topic: faust.TopicT
+counter_increments_topic: faust.TopicT
+control_topic: faust.TopicT
+user_commands_topic: faust.TopicT
+pretraining_topic: faust.TopicT
+comment_commands_topic: faust.TopicT
+erasures_topic: faust.TopicT
+
+
+def configure(s: Settings) -> App:
+    """Build this process's app from `s`, before any domain module registers on it; once."""
+    global _wiring
+    if _wiring is not None:
+        raise RuntimeError(
+            "streams.app is configured already: configure() runs once per process, before the "
+            "domain modules are imported"
+        )
+    # Faust pauses its streams whenever more than its producer buffer's limit (process-wide,
+    # 100) records wait to be produced; a fetch of refused records queues up to BATCH_MAX dead
+    # letters at once, so the default would stall the agents. The producer flushes before every
+    # offset commit.
+    set_producer_backlog(100_000)
+    built = make_app(s)
+    topics = {
+        attribute: built.topic(s.topic(name), key_serializer="raw", value_serializer="raw")
+        for attribute, name in TOPICS.items()
+    }
+    producer = BatchProducer(records_per_batch=1 if s.kafka_embedded else 0, **s.aiokafka_config())
+    _wiring = Wiring(s, built, asyncio.Event(), producer, topics)
+    built.task(_restore_root_log_level)
+    built.task(_tune_garbage_collector)
+    built.on_before_shutdown.connect(_stop_batch_producer)
+    return built
+
+
+def wiring() -> Wiring:
+    """The configured app and its parts (configured from the environment on first use)."""
+    if _wiring is None:
+        configure(Settings.from_env())
+    assert _wiring is not None
+    return _wiring
+
+
+def __getattr__(name: str) -> Any:
+    if name in TOPICS:
+        return wiring().topics[name]
+    if name in ("settings", "app", "models_ready", "batch_producer"):
+        return getattr(wiring(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def raw_topic(name: str, **kwargs: Any) -> faust.TopicT:
+    """A contract topic read and written as raw bytes: agents validate values themselves."""
+    w = wiring()
+    return w.app.topic(
+        w.settings.topic(name), key_serializer="raw", value_serializer="raw", **kwargs
+    )
 
 
 def _credentials(s: Settings) -> Any:
@@ -74,22 +182,6 @@ def _advertised_host(s: Settings) -> str:
     return socket.gethostname() if s.web_host == "0.0.0.0" else s.web_host
 
 
-# Faust pauses its streams whenever more than its producer buffer's limit (process-wide,
-# 100) records wait to be produced; a fetch of refused records queues up to BATCH_MAX dead
-# letters at once, so the default would stall the agents. The producer flushes before every
-# offset commit.
-set_producer_backlog(100_000)
-app = make_app(settings)
-# Set once this worker has loaded every model published before it started (streams.trainer):
-# the handlers wait for it, so a restarted worker never labels or assigns without its models.
-models_ready = asyncio.Event()
-# Writes of whole batches (the users changelog): see streams.adapter.bulk.
-batch_producer = BatchProducer(
-    records_per_batch=1 if settings.kafka_embedded else 0,
-    **settings.aiokafka_config(),
-)
-
-
 async def write_rows(
     table: faust.Table,
     partition: int,
@@ -134,7 +226,7 @@ def store_rows(
 async def _send_changelog(
     store: Any, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]
 ) -> None:
-    offset = await batch_producer.send(topic, partition, records)
+    offset = await wiring().batch_producer.send(topic, partition, records)
     # What Faust's changelog callback does: RocksDB recovers from after this offset.
     store.set_persisted_offset(TP(topic, partition), offset)
 
@@ -145,26 +237,25 @@ async def produce_acknowledged(
     """Produce one record and wait until the broker acknowledged it; None, or why it was not
     within SMARTSTREAM_INGEST_TIMEOUT_SECONDS (then the caller answers 503: an acknowledgement
     promises a durable record)."""
+    timeout = wiring().settings.ingest_timeout_seconds
     try:
-        async with asyncio.timeout(settings.ingest_timeout_seconds):
+        async with asyncio.timeout(timeout):
             delivered = await topic.send(key=key, value=value, partition=partition, force=True)
             await delivered
     except TimeoutError:
-        return f"the broker did not acknowledge within {settings.ingest_timeout_seconds} s"
+        return f"the broker did not acknowledge within {timeout} s"
     except KafkaError as exc:
         return f"the broker refused the record: {type(exc).__name__}"
     return None
 
 
-@app.task
 async def _restore_root_log_level() -> None:
     """Faust's worker sets the root logger to DEBUG whenever its terminal spinner is on (levels
     warn and above), so every library builds each debug record and then drops it: a twentieth of
     a busy worker's CPU (py-spy). The configured level is restored once the worker runs."""
-    logging.getLogger().setLevel(level_number(settings.log_level))
+    logging.getLogger().setLevel(level_number(wiring().settings.log_level))
 
 
-@app.task
 async def _tune_garbage_collector() -> None:
     """A busy worker allocates hundreds of thousands of short-lived objects a second (records,
     events, rows) beside a long-lived heap (tables, models): the default thresholds ran a
@@ -174,26 +265,6 @@ async def _tune_garbage_collector() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
-@app.on_before_shutdown.connect
 async def _stop_batch_producer(sender: faust.App, **kwargs: Any) -> None:
     """After the consumer stopped (its last batch is written), before the process exits."""
-    await batch_producer.stop()
-
-
-def raw_topic(name: str, **kwargs: Any) -> faust.TopicT:
-    """A contract topic read and written as raw bytes: agents validate values themselves."""
-    return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw", **kwargs)
-
-
-page_times_topic = raw_topic(t.PAGE_TIMES)
-new_users_topic = raw_topic(t.NEW_USERS)
-comments_topic = raw_topic(t.COMMENTS)
-comment_reviews_topic = raw_topic(t.COMMENT_REVIEWS)
-dead_letters_topic = raw_topic(t.DEAD_LETTERS)
-models_topic = raw_topic(t.MODELS)
-counter_increments_topic = raw_topic(t.COUNTER_INCREMENTS)
-control_topic = raw_topic(t.CONTROL)
-user_commands_topic = raw_topic(t.USER_COMMANDS)
-pretraining_topic = raw_topic(t.PRETRAINING)
-comment_commands_topic = raw_topic(t.COMMENT_COMMANDS)
-erasures_topic = raw_topic(t.ERASURES)
+    await wiring().batch_producer.stop()

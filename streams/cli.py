@@ -39,7 +39,8 @@ WORKER_MODULES = (
 
 
 def load_worker_modules() -> Any:
-    """Import every domain module of WORKER_MODULES so its registrations reach the app."""
+    """Import every domain module of WORKER_MODULES so its registrations reach the app (the one
+    streams.app.configure built, else one configured from the environment)."""
     import importlib
 
     from streams import app as app_module
@@ -91,12 +92,15 @@ def redis_refusal(settings: Settings) -> str | None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """The environment is read here, once: the app is built from these settings."""
+    from streams import app as app_module
     from streams.topics import ensure_topics
 
     settings = Settings.from_env()
     if settings.log_format not in ("text", "json"):
         print(f"SMARTSTREAM_LOG_FORMAT: text or json, not {settings.log_format!r}", file=sys.stderr)
         return 2
+    app_module.configure(settings)
     if settings.log_format == "json":
         from streams.monitoring import use_json_logs
 

@@ -185,7 +185,7 @@ class _Record:
         return {k: v for k, v in asdict(self).items() if v is not None}  # type: ignore[call-overload]
 
     def dumps(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
+        return dumps_json(self.to_dict(), strict=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,3 +108,33 @@ def test_the_layers_import_downwards_only() -> None:
             assert all(within(m, CONTRACT) for m in project), (module, project)
         else:
             assert not any(m.startswith("producers") for m in project), (module, project)
+
+
+def test_the_worker_is_built_from_the_settings_passed_in() -> None:
+    """streams.app.configure builds the app from the Settings it is given, not from the
+    environment, and the domain modules register on that app; a second configure is refused."""
+    probe = "\n".join(
+        [
+            "import os",
+            "os.environ['SMARTSTREAM_TOPIC_PREFIX'] = 'from-env.'",
+            "from streams import app as wired",
+            "from streams.cli import load_worker_modules",
+            "from streams.settings import Settings",
+            "built = wired.configure(Settings(topic_prefix='passed.'))",
+            "app = load_worker_modules()",
+            "from streams import user_events",
+            "print(app is built is wired.app, app.conf.id, user_events.PAGE_TIMES,",
+            "      wired.comments_topic.get_topic_name(), wired.settings.topic_prefix)",
+            "try:",
+            "    wired.configure(Settings())",
+            "except RuntimeError:",
+            "    print('configured once')",
+        ]
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split("\n")[:2] == [
+        "True passed.smartstream passed.page-times passed.comments passed.",
+        "configured once",
+    ], out.stdout + out.stderr

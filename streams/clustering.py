@@ -195,6 +195,7 @@ trainer = register(
         drift=drift,
         gauges=gauges,
         before_rollback=before_rollback,
+        threshold=lambda: settings.clustering_threshold,
     )
 )
 

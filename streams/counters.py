@@ -23,6 +23,7 @@ from streams.records import (
     RunRequest,
 )
 from streams.serving import CLUSTERING
+from streams.trainer import kinds
 
 TOTALS = t.SPECS[t.COUNTER_INCREMENTS]
 
@@ -42,10 +43,10 @@ def send_total(model: str, partition: int, total: int, extra: dict[str, int] | N
 
 
 def threshold_of(model: str) -> int:
-    """Clustering counts weighted events; a spam filter ("spam:NAME") counts moderators' reviews."""
-    if model.startswith("spam:"):
-        return settings.moderation_review_threshold
-    return settings.clustering_threshold
+    """The count at which `model`'s kind asks for a run (clustering: weighted events; a spam
+    filter: moderators' reviews); 0 for a model no kind registered."""
+    kind = kinds.get(model)
+    return kind.threshold() if kind is not None else 0
 
 
 def stored_counter(model: str) -> dict[str, Any]:
@@ -105,6 +106,9 @@ async def counters_agent(stream: faust.StreamT) -> None:
             total = TOTALS.decode(event.message.value, settings.max_payload_bytes)
         except Rejected as exc:
             await send_dead_letter(event.message, f"bad counter total: {exc}")
+            continue
+        if total.model not in kinds:
+            await send_dead_letter(event.message, f"counter total of unknown model {total.model!r}")
             continue
         state = stored_counter(total.model)
         threshold = threshold_of(total.model)

@@ -56,6 +56,7 @@ from streams.records import (
     PretrainingExample,
     Rejected,
     count_or_none,
+    document_version,
     finite_or_none,
     object_or_empty,
     parse_training_example,
@@ -114,9 +115,7 @@ class ServingFilter:
     def load(self, document: dict[str, Any]) -> bool:
         """Hot-swap to `document` if it is newer and valid (SpamFilter.from_dict validates the
         state and probes a prediction); True when it was. Raises on an invalid document."""
-        version = document.get("version")
-        if isinstance(version, bool) or not isinstance(version, int) or not 0 < version < 2**53:
-            raise Rejected(f"version must be a positive integer, got {str(version)[:40]}")
+        version = document_version(document)
         if version <= self.version:
             return False
         model = SpamFilter.from_dict(document["model"])
@@ -598,6 +597,7 @@ def filter_kind(serving_filter: ServingFilter) -> ModelKind:
         fresh=lambda: ServingFilter(serving_filter.name, serving_filter.preset),
         serve=serve,
         figures=figures,
+        threshold=lambda: settings.moderation_review_threshold,
     )
 
 

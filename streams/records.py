@@ -638,6 +638,15 @@ class Erasure(_Record):
     ts: float = field(metadata=TS)
 
 
+def document_version(document: dict[str, Any]) -> int:
+    """The version of a model document on `models` (every kind's loader checks it first): a
+    positive integer that JSON readers in other languages keep exactly."""
+    version = document.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 < version < MAX_COUNT:
+        raise Rejected(f"version must be a positive integer, got {str(version)[:40]}")
+    return version
+
+
 # Readers of a model document's display figures (GET /models): a figure of the wrong type shows
 # as null; the whole document is validated by its loader before it is ever served.
 

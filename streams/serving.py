@@ -40,7 +40,14 @@ from streams import topics as t
 from streams.adapter import stores
 from streams.app import app, batch_producer, models_ready, settings
 from streams.monitoring import MODEL_VERSION
-from streams.records import MAX_COUNT, ClusterAssignment, Rejected, dumps_json, loads_object
+from streams.records import (
+    MAX_COUNT,
+    ClusterAssignment,
+    Rejected,
+    document_version,
+    dumps_json,
+    loads_object,
+)
 from streams.users import (
     USER_TOPICS,
     assigned_user_partitions,
@@ -88,7 +95,7 @@ class ServingModel:
         """Hot-swap to `document` if it is newer; True when it was. The whole document is
         validated (and its models probed) before the swap: raises Rejected or DocumentError,
         and the serving version stays, on anything wrong."""
-        version = _version(document.get("version"))
+        version = document_version(document)
         if version <= self.version:
             return False
         mixture = BayesianGaussianMixture.from_dict(document["mixture"])
@@ -104,12 +111,6 @@ class ServingModel:
         self.changed.set()
         self.changed = asyncio.Event()
         return True
-
-
-def _version(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < MAX_COUNT:
-        raise Rejected(f"version must be a positive integer, got {str(value)[:40]}")
-    return value
 
 
 SAMPLE_MAX = 5000

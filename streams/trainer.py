@@ -149,6 +149,8 @@ class ModelKind:
     # A rollback's last word on the renumbered document, given the serving object it was
     # validated on (clustering: the label-change share against the serving version).
     before_rollback: Callable[[dict[str, Any], Any], None] | None = None
+    # The weighted count at which the counters (streams.counters) request a run; 0: never.
+    threshold: Callable[[], int] = lambda: 0
 
 
 kinds: dict[str, ModelKind] = {}

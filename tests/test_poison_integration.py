@@ -236,6 +236,7 @@ def send_hostile_internal(s: Sender) -> None:
             "extra 400 digits",
             {"model": "spam:comments", "partition": 0, "total": 1, "extra": {"tp": HUGE}},
         ),
+        ("total of a model no kind registered", {"model": "spam:nope", "partition": 0, "total": 1}),
     ]:
         s.bad(what, "counter-increments", "clustering", dumps(value))
     for what, value in [

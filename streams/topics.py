@@ -46,12 +46,13 @@ class TopicSpec:
             raise TypeError(f"{self.name} values are {self.value}, not {type(record).__name__}")
         return record.dumps()
 
-    def decode(self, raw: bytes | None, max_bytes: int, **limits: Any) -> Any:
+    def decode(self, raw: bytes | None, max_bytes: int, *limits: Any) -> Any:
         """The record a value holds; raises records.Rejected (the dead letter's reason) on
-        anything else. `limits`: the parser's configured bounds (page-times: max_seconds)."""
+        anything else. `limits`: the parser's configured bounds (page-times: max_seconds),
+        positional: this is the users pipeline's per-event path."""
         if self.parse is None:
             raise TypeError(f"{self.name} values are model documents: models.documents reads them")
-        return self.parse(r.loads_object(raw or b"", max_bytes), **limits)
+        return self.parse(r.loads_object(raw or b"", max_bytes), *limits)
 
 
 def read_written(cls: type) -> Callable[[dict[str, Any]], Any]:

@@ -42,7 +42,7 @@ NEW_USERS = settings.topic(t.NEW_USERS)
 
 USER_COMMANDS = settings.topic(t.USER_COMMANDS)
 PAGE_TIME_CODEC, NEW_USER_CODEC = t.SPECS[t.PAGE_TIMES], t.SPECS[t.NEW_USERS]
-MAX_BYTES = settings.max_payload_bytes
+MAX_BYTES, MAX_SECONDS = settings.max_payload_bytes, settings.max_seconds
 RECENT_USERS = 200
 # The users this worker touched last, oldest first (an insertion-ordered dict used as a bounded,
 # deduplicated queue), for the demo site's user menu.
@@ -58,7 +58,7 @@ def _parse(record: Any) -> Any:
     """The record's event, or :class:`Rejected`. The key must be the user id: a keyless or
     wrongly keyed record would land in another partition than the user's row."""
     if record.topic == PAGE_TIMES:
-        event = PAGE_TIME_CODEC.decode(record.value, MAX_BYTES, max_seconds=settings.max_seconds)
+        event = PAGE_TIME_CODEC.decode(record.value, MAX_BYTES, MAX_SECONDS)
     else:
         event = NEW_USER_CODEC.decode(record.value, MAX_BYTES)
     if record.key != event.user_id.encode():

@@ -96,10 +96,7 @@ def configure(s: Settings) -> App:
     # offset commit.
     set_producer_backlog(100_000)
     built = make_app(s)
-    topics = {
-        attribute: built.topic(s.topic(name), key_serializer="raw", value_serializer="raw")
-        for attribute, name in TOPICS.items()
-    }
+    topics = {attribute: _raw_topic(built, s, name) for attribute, name in TOPICS.items()}
     producer = BatchProducer(records_per_batch=1 if s.kafka_embedded else 0, **s.aiokafka_config())
     _wiring = Wiring(s, built, asyncio.Event(), producer, topics)
     built.task(_restore_root_log_level)
@@ -127,9 +124,11 @@ def __getattr__(name: str) -> Any:
 def raw_topic(name: str, **kwargs: Any) -> faust.TopicT:
     """A contract topic read and written as raw bytes: agents validate values themselves."""
     w = wiring()
-    return w.app.topic(
-        w.settings.topic(name), key_serializer="raw", value_serializer="raw", **kwargs
-    )
+    return _raw_topic(w.app, w.settings, name, **kwargs)
+
+
+def _raw_topic(app: App, s: Settings, name: str, **kwargs: Any) -> faust.TopicT:
+    return app.topic(s.topic(name), key_serializer="raw", value_serializer="raw", **kwargs)
 
 
 def _credentials(s: Settings) -> Any:

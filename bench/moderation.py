@@ -247,6 +247,7 @@ async def raw_loop() -> None:
     of the same published model, produce the labels (acks=all), nothing else."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+    from streams.records import unstamp
     from streams.settings import Settings
 
     settings = Settings.from_env()
@@ -262,7 +263,8 @@ async def raw_loop() -> None:
             for r in records:
                 if r.key == b"spam:comments" and r.value:
                     document = json.loads(r.value)
-    model = SpamFilter.from_dict(document["model"])
+    state, _ = unstamp(document["model"], "model", document["version"], name="comments")
+    model = SpamFilter.from_dict(state)
     comments = settings.topic("comments")
     tps = [TopicPartition(comments, p) for p in range(settings.partitions)]
     reader.assign(tps)

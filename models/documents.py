@@ -101,10 +101,6 @@ def integer(value: Any, where: str, lo: int, hi: int) -> int:
     return int(value)
 
 
-def version(value: Any, where: str) -> int:
-    return integer(value, where, 0, MAX_VERSION)
-
-
 def boolean(value: Any, where: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise DocumentError(f"{where}: expected true or false, got {show(value)}")

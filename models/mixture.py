@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,11 +215,8 @@ class BayesianGaussianMixture:
     labels_: dict[int, str] = field(default_factory=dict)  # component -> label (non-empty only)
     sizes_: dict[str, int] = field(default_factory=dict)
     next_label: int = 0
-    version: int = 0
     restart_bounds_: list[float] = field(default_factory=list)
     label_change_share_: float | None = None
-    duration_s: float = 0.0
-    trained_at: float = 0.0
 
     def fit(
         self,
@@ -240,7 +236,6 @@ class BayesianGaussianMixture:
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or X.shape[0] < 2 or not np.isfinite(X).all():
             raise ValueError("X must be a finite (N >= 2, D) array")
-        start = time.perf_counter()
         warm = warm_start and previous is not None and previous.posterior is not None
         if warm and previous.n_components == self.n_components:  # type: ignore[union-attr]
             runs = [self._run_from(previous.posterior, X)]  # type: ignore[union-attr]
@@ -260,8 +255,6 @@ class BayesianGaussianMixture:
         else:
             self._label_by_norm(components)
         self.sizes_ = {self.labels_[k]: int((components == k).sum()) for k in self.labels_}
-        self.duration_s = time.perf_counter() - start
-        self.trained_at = time.time()
         return self
 
     def _run_from(self, posterior: Posterior, X: np.ndarray) -> Posterior:
@@ -363,7 +356,6 @@ class BayesianGaussianMixture:
         return {
             "kind": KIND,
             "format_version": doc.FORMAT_VERSION,
-            "version": self.version,
             "features": list(self.features),
             "params": {
                 "subsample": self.subsample,
@@ -380,8 +372,6 @@ class BayesianGaussianMixture:
             "next_label": self.next_label,
             "restart_bounds": self.restart_bounds_,
             "label_change_share": self.label_change_share_,
-            "duration_s": self.duration_s,
-            "trained_at": self.trained_at,
         }
 
     @classmethod
@@ -405,15 +395,12 @@ class BayesianGaussianMixture:
         model.next_label = doc.integer(
             d["next_label"], f"{KIND}.next_label", len(model.labels_), 10**9
         )
-        model.version = doc.version(d["version"], f"{KIND}.version")
         bounds = doc.sequence(d["restart_bounds"], f"{KIND}.restart_bounds", MAX_COMPONENTS)
         model.restart_bounds_ = [doc.lower_bound(b, f"{KIND}.restart_bounds") for b in bounds]
         share = d["label_change_share"]
         model.label_change_share_ = (
             None if share is None else doc.number(share, f"{KIND}.label_change_share", 0.0, 1.0)
         )
-        model.duration_s = doc.number(d["duration_s"], f"{KIND}.duration_s", 0.0)
-        model.trained_at = doc.number(d["trained_at"], f"{KIND}.trained_at", 0.0)
         return model
 
     def probe(self) -> BayesianGaussianMixture:
@@ -429,7 +416,6 @@ class BayesianGaussianMixture:
 
 
 _DOCUMENT_KEYS = (
-    "version",
     "features",
     "params",
     "posterior",
@@ -438,8 +424,6 @@ _DOCUMENT_KEYS = (
     "next_label",
     "restart_bounds",
     "label_change_share",
-    "duration_s",
-    "trained_at",
 )
 _PARAM_KEYS = ("subsample", "n_components", "n_restarts", "max_iter", "tol", "seed", "priors")
 

@@ -41,7 +41,6 @@ class NormalPopulation:
     b: float = 1e-6
     lower_bound: float | None = None
     iterations: int = 0
-    version: int = 0
 
     def fit(self, x: np.ndarray) -> NormalPopulation:
         """Batch VB with BayesPy (the original network), then keep the sufficient statistics."""
@@ -174,7 +173,6 @@ _FIELDS: dict[str, Any] = {
     "b": lambda v, w: doc.number(v, w, _TINY),
     "lower_bound": _bound_or_none,
     "iterations": lambda v, w: doc.integer(v, w, 0, 10**9),
-    "version": doc.version,
 }
 assert set(_FIELDS) == {f.name for f in fields(NormalPopulation)}
 

@@ -15,7 +15,6 @@ import json
 import math
 import re
 import secrets
-import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import chain, repeat
 from operator import add, mul
@@ -48,7 +47,6 @@ METRIC_NAMES = {
 
 KIND = "spam_filter"
 _DOCUMENT_KEYS = (
-    "name",
     "config",
     "vectoriser",
     "classifier",
@@ -56,9 +54,6 @@ _DOCUMENT_KEYS = (
     "cv",
     "input_dimensionality",
     "training_size",
-    "version",
-    "duration_s",
-    "trained_at",
 )
 # Load-time bounds (models/documents.py): n-gram sizes and code points drive the hot path's cost
 # per comment, so a document must not choose them freely.
@@ -335,16 +330,12 @@ class SpamFilter:
     """fit(texts, labels) / predict(texts) / predict_proba(texts) / to_dict() / from_dict()."""
 
     config: SpamFilterConfig = field(default_factory=SpamFilterConfig)
-    name: str = "comments"
-    version: int = 0
     vectoriser: Any = None
     classifier: Any = None
     platt: tuple[float, float] = (1.0, 0.0)
     cv: CrossValidation | None = None
     input_dimensionality: tuple[int, int] = (0, 0)
     training_size: int = 0
-    duration_s: float = 0.0
-    trained_at: float = 0.0
     # Linear SVMs over bags of words: a term-table scorer (see _LinearScorer), built with the
     # state it reads, so a worker has it before it freezes the heap after a model load.
     scorer: _LinearScorer | None = field(default=None, repr=False, compare=False)
@@ -352,7 +343,6 @@ class SpamFilter:
     def fit(self, texts: list[str], labels: list[bool] | np.ndarray) -> SpamFilter:
         """Train, cross-validate (vectoriser inside the folds) and calibrate the scores, on the
         texts' first MAX_TEXT_CHARS characters (what is scored)."""
-        start = time.perf_counter()
         texts = capped(texts)
         y = np.asarray(labels, dtype=int)
         if len(set(y.tolist())) < 2:
@@ -371,8 +361,6 @@ class SpamFilter:
         n_features = self.vectoriser.transform(texts[:1]).shape[1]
         self.input_dimensionality = (len(texts), int(n_features))
         self.training_size = len(texts)
-        self.duration_s = time.perf_counter() - start
-        self.trained_at = time.time()
         return self
 
     def _cross_validate(
@@ -436,18 +424,16 @@ class SpamFilter:
         return scores >= 0.5, scores
 
     def inference_record(self) -> dict[str, Any]:
-        """The admin's "current inference" block (SPEC §7.5)."""
+        """The admin's "current inference" block (SPEC §7.5), but for the serving version's
+        deployment fields (the serving filter adds them)."""
         rows, cols = self.input_dimensionality
         return {
-            "version": self.version,
             "vectorizer": self.config.vectoriser_summary(),
             "classifier": self.config.classifier_summary(),
             "input_dimensionality": f"{rows} rows x {cols} columns",
             "cross_validation": self.cv.display() if self.cv else None,
             "cv": asdict(self.cv) if self.cv else None,
             "training_size": self.training_size,
-            "duration_s": self.duration_s,
-            "trained_at": self.trained_at,
             "settings": asdict(self.config),
         }
 
@@ -459,7 +445,6 @@ class SpamFilter:
         return {
             "kind": KIND,
             "format_version": doc.FORMAT_VERSION,
-            "name": self.name,
             "config": asdict(self.config),
             "vectoriser": _vectoriser_state(self.vectoriser),
             "classifier": _classifier_state(self.classifier),
@@ -467,9 +452,6 @@ class SpamFilter:
             "cv": asdict(self.cv) if self.cv else None,
             "input_dimensionality": list(self.input_dimensionality),
             "training_size": self.training_size,
-            "version": self.version,
-            "duration_s": self.duration_s,
-            "trained_at": self.trained_at,
         }
 
     @classmethod
@@ -483,11 +465,7 @@ class SpamFilter:
     def _load(cls, d: Any) -> SpamFilter:
         d = doc.header(d, KIND, _DOCUMENT_KEYS)
         config = _config_from(d["config"])
-        model = cls(
-            config=config,
-            name=doc.string(d["name"], f"{KIND}.name", 200),
-            version=doc.version(d["version"], f"{KIND}.version"),
-        )
+        model = cls(config=config)
         model.vectoriser, n_features = _vectoriser_from(config, d["vectoriser"])
         model.classifier = _classifier_from(config, d["classifier"], n_features)
         model.scorer = _LinearScorer.build(model.vectoriser, model.classifier)
@@ -500,8 +478,6 @@ class SpamFilter:
             doc.integer(rows, f"{KIND}.input_dimensionality", 0, 10**9),
             doc.integer(cols, f"{KIND}.input_dimensionality", n_features, n_features),
         )
-        model.duration_s = doc.number(d["duration_s"], f"{KIND}.duration_s", 0.0)
-        model.trained_at = doc.number(d["trained_at"], f"{KIND}.trained_at", 0.0)
         return model
 
     def probe(self) -> SpamFilter:

@@ -28,8 +28,6 @@ import numpy as np
 from faust.web import Request, Response, View
 from prometheus_client.core import GaugeMetricFamily
 
-from models.mixture import BayesianGaussianMixture
-from models.normal import NormalPopulation
 from streams.adapter import stores
 from streams.app import app, settings, user_commands_topic
 from streams.auth import Role, requires
@@ -41,7 +39,14 @@ from streams.records import (
     finite_or_none,
     object_or_empty,
 )
-from streams.serving import CLUSTERING, FEATURES, ServingModel, reassigner, serving
+from streams.serving import (
+    CLUSTERING,
+    FEATURES,
+    ServingModel,
+    clustering_models,
+    reassigner,
+    serving,
+)
 from streams.trainer import ModelKind, in_helper_process, publish_model, refuse, register
 from streams.users import assigned_user_partitions, mirror, users_table
 
@@ -213,8 +218,7 @@ def clusters_view() -> dict[str, Any]:
 def _summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
     if document is None:
         return None
-    m = BayesianGaussianMixture.from_dict(document["mixture"])
-    pop = NormalPopulation.from_dict(document["population"])
+    m, pop, stamps = clustering_models(document)
     return {
         "version": document["version"],
         "features": list(m.features),
@@ -223,8 +227,8 @@ def _summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
         "restarts": len(m.restart_bounds_),
         "restart_bounds": m.restart_bounds_,
         "warm_start": document.get("warm_start"),
-        "duration_s": m.duration_s,
-        "trained_at": m.trained_at,
+        "duration_s": stamps.get("duration_s"),
+        "trained_at": stamps.get("trained_at"),
         "label_change_share": m.label_change_share_,
         "users": document.get("users"),
         "fit_users": document.get("fit_users"),

@@ -268,12 +268,18 @@ def recluster(
         features=params["features"],
     )
     prev = BayesianGaussianMixture.from_dict(previous) if previous else None
+    fit_start = time.perf_counter()
     model.fit(X, previous=prev, warm_start=warm)
+    mixture = {
+        **model.to_dict(),
+        "duration_s": time.perf_counter() - fit_start,
+        "trained_at": time.time(),
+    }
     pop = NormalPopulation()
     if population.n >= 2:  # BN1 from the exact sums over every user
         pop = NormalPopulation.from_statistics(population.n, population.sum_x, population.sum_x2)
     out.update(
-        fitted={"mixture": model.to_dict(), "population": pop.to_dict()},
+        fitted={"mixture": mixture, "population": pop.to_dict()},
         fit_users=len(ids),
         weight=population.weight,
         warm=warm,
@@ -319,6 +325,14 @@ def snapshot(
 def train_filter(
     texts: list[str], labels: list[bool], config: dict, name: str, version: int
 ) -> dict:
-    """A spam filter's fit + cross-validation + calibration, as a JSON-able dict."""
-    model = SpamFilter(SpamFilterConfig(**config), name=name, version=version)
-    return model.fit(texts, labels).to_dict()
+    """A spam filter's fit + cross-validation + calibration, as the `model` object of its
+    document: the estimator's state stamped with the filter's name, version and times."""
+    start = time.perf_counter()
+    model = SpamFilter(SpamFilterConfig(**config)).fit(texts, labels)
+    return {
+        **model.to_dict(),
+        "name": name,
+        "version": version,
+        "duration_s": time.perf_counter() - start,
+        "trained_at": time.time(),
+    }

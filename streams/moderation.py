@@ -60,6 +60,7 @@ from streams.records import (
     finite_or_none,
     object_or_empty,
     parse_training_example,
+    unstamp,
 )
 from streams.serving import CLUSTERING
 from streams.trainer import (
@@ -110,7 +111,7 @@ class ServingFilter:
 
     @property
     def version(self) -> int:
-        return self.model.version if self.model else 0
+        return self.current["version"] if self.current else 0
 
     def load(self, document: dict[str, Any]) -> bool:
         """Hot-swap to `document` if it is newer and valid (SpamFilter.from_dict validates the
@@ -118,12 +119,11 @@ class ServingFilter:
         version = document_version(document)
         if version <= self.version:
             return False
-        model = SpamFilter.from_dict(document["model"])
-        if model.version != version:
-            raise Rejected(f"model version {model.version} is not the document's {version}")
-        self.model = model
+        state, stamps = unstamp(document.get("model"), "model", version, name=self.name)
+        self.model = SpamFilter.from_dict(state)
         record = {
             **self.model.inference_record(),
+            **stamps,
             "reason": document.get("reason"),
             "pretraining_size": document.get("pretraining_size"),
             "reviewed_size": document.get("reviewed_size"),

@@ -647,6 +647,40 @@ def document_version(document: dict[str, Any]) -> int:
     return version
 
 
+# The deployment fields a publishing run writes into the estimator objects of a model document
+# (the `models` wire format): the estimators hold hyperparameters and fitted state only, so each
+# loader takes these out, checked, before the estimator loads the rest.
+STAMP_TIMES = ("trained_at", "duration_s")
+
+
+def unstamp(
+    state: Any, where: str, version: int, *, exact: bool = True, name: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(The estimator's own document, its deployment fields) from the `where` object of a model
+    document of version `version`. Its version must be the document's, or with `exact` False no
+    newer (a clustering rollback renumbers the mixture only); its name, when `name` is given,
+    that one; its times non-negative numbers."""
+    if not isinstance(state, dict):
+        raise Rejected(f"{where} must be an object")
+    own = dict(state)
+    stamps = {"version": own.pop("version", None)}
+    found = stamps["version"]
+    valid = isinstance(found, int) and not isinstance(found, bool)
+    if not valid or not (found == version if exact else 0 <= found <= version):
+        raise Rejected(f"{where} version {str(found)[:40]} is not the document's {version}")
+    if name is not None:
+        stamps["name"] = own.pop("name", None)
+        if stamps["name"] != name:
+            raise Rejected(f"{where} name {str(stamps['name'])[:40]!r} is not {name!r}")
+    for key in STAMP_TIMES:
+        if key in own:
+            stamps[key] = own.pop(key)
+            figure = finite_or_none(stamps[key])
+            if figure is None or figure < 0:
+                raise Rejected(f"{where} {key} must be a non-negative number")
+    return own, stamps
+
+
 # Readers of a model document's display figures (GET /models): a figure of the wrong type shows
 # as null; the whole document is validated by its loader before it is ever served.
 

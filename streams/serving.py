@@ -47,6 +47,7 @@ from streams.records import (
     document_version,
     dumps_json,
     loads_object,
+    unstamp,
 )
 from streams.users import (
     USER_TOPICS,
@@ -95,15 +96,11 @@ class ServingModel:
         """Hot-swap to `document` if it is newer; True when it was. The whole document is
         validated (and its models probed) before the swap: raises Rejected or DocumentError,
         and the serving version stays, on anything wrong."""
-        version = document_version(document)
-        if version <= self.version:
+        if document_version(document) <= self.version:
             return False
-        mixture = BayesianGaussianMixture.from_dict(document["mixture"])
-        population = NormalPopulation.from_dict(document["population"])
+        mixture, population, _ = clustering_models(document)
         if tuple(mixture.features) != FEATURES:
             raise Rejected(f"features {list(mixture.features)[:4]} are not {list(FEATURES)}")
-        if mixture.version != version:
-            raise Rejected(f"mixture version {mixture.version} is not the document's {version}")
         check_sample(document.get("sample"))
         self.mixture, self.population = mixture, population
         self.previous, self.document = self.document, document
@@ -111,6 +108,21 @@ class ServingModel:
         self.changed.set()
         self.changed = asyncio.Event()
         return True
+
+
+def clustering_models(
+    document: dict[str, Any],
+) -> tuple[BayesianGaussianMixture, NormalPopulation, dict[str, Any]]:
+    """A clustering document's two estimators and the mixture's deployment fields (version,
+    times). The population's version may be older: a rollback renumbers the mixture only."""
+    version = document_version(document)
+    mixture, stamps = unstamp(document.get("mixture"), "mixture", version)
+    population, _ = unstamp(document.get("population"), "population", version, exact=False)
+    return (
+        BayesianGaussianMixture.from_dict(mixture),
+        NormalPopulation.from_dict(population),
+        stamps,
+    )
 
 
 SAMPLE_MAX = 5000

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from producers.demo import free_port
+from streams.records import unstamp
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,14 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def estimator(document: dict[str, Any], key: str) -> dict[str, Any]:
+    """The estimator's own document inside a published model document (its deployment fields
+    checked and taken out, as the workers' loaders do)."""
+    name = document["name"].removeprefix("spam:") if key == "model" else None
+    version, exact = document["version"], key != "population"
+    return unstamp(document[key], key, version, exact=exact, name=name)[0]
 
 
 def http(

@@ -15,7 +15,7 @@ import pytest
 
 from models.mixture import BayesianGaussianMixture
 from models.spam import SpamFilter
-from tests.conftest import Stack, wait_for
+from tests.conftest import Stack, estimator, wait_for
 from tests.spamdata import corpus, write_youtube_csv
 
 SPAM = "spam:comments"
@@ -110,9 +110,8 @@ def test_spam_filter_history_rollback_and_drift(stack: Stack, tmp_path) -> None:
     docs = archived(stack, 4)
     assert {k for k in docs if k.startswith(SPAM)} == {f"{SPAM}@{v}" for v in (1, 2, 3, 4)}
     first = json.loads(docs[f"{SPAM}@1"])
-    expected_labels, expected_scores = SpamFilter.from_dict(first["model"]).predict_with_scores(
-        probes
-    )
+    first_model = SpamFilter.from_dict(estimator(first, "model"))
+    expected_labels, expected_scores = first_model.predict_with_scores(probes)
     for got in (v1, v4):
         assert [x["is_spam"] for x in got] == expected_labels.tolist()
         assert np.allclose([x["score"] for x in got], expected_scores, rtol=0, atol=1e-9)
@@ -230,7 +229,7 @@ def test_clustering_history_rollback_and_refusals(stack: Stack) -> None:
 
     docs = archived(stack, 3)
     one, two, three = (json.loads(docs[f"clustering@{v}"]) for v in (1, 2, 3))
-    m1, m2 = (BayesianGaussianMixture.from_dict(d["mixture"]) for d in (one, two))
+    m1, m2 = (BayesianGaussianMixture.from_dict(estimator(d, "mixture")) for d in (one, two))
     clusters = worker.get("/clusters")[1]["current"]
     assert clusters["version"] == 3
     assert [c["mean"] for c in clusters["clusters"]] == [c["mean"] for c in m1.clusters()]

@@ -9,12 +9,14 @@ import contextlib
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import asdict
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from prometheus_client.core import GaugeMetricFamily
 
+from models.spam import PRESETS
 from streams.cli import load_worker_modules
 from streams.monitoring import MODEL_RUNS, MODEL_VERSION
 from streams.records import Rejected, dumps_json
@@ -152,3 +154,33 @@ def test_history_figures_of_hostile_numbers_show_as_null() -> None:
     summary = lifecycle.summarise("clustering", 4, record)
     figures = ("trained_at", "users", "label_change_share", "lower_bound")
     assert [summary[f] for f in figures] == [None, None, None, None]
+
+
+def test_a_filter_serves_its_version_name_and_times_from_the_document() -> None:
+    """A spam filter's estimator holds no name, version or times: the trainer stamps them into
+    the document's `model` (streams.fitting.train_filter) and the serving filter takes them from
+    there, refusing a model of another filter or version."""
+    from streams.fitting import train_filter
+    from streams.moderation import ServingFilter
+
+    config = {**asdict(PRESETS["example"]), "cv_folds": 2}
+    model = train_filter(["buy pills now", "nice song", "cheap pills", "love it"] * 3,
+                         [True, False] * 6, config, "comments", 2)  # fmt: skip
+    assert (model["name"], model["version"]) == ("comments", 2)
+    assert model["trained_at"] > 1.7e9 and model["duration_s"] > 0
+    document = {"name": "spam:comments", "version": 2, "reason": "test", "model": model}
+    for bad, reason in [
+        ({"name": "other"}, "model name 'other' is not 'comments'"),
+        ({"version": 1}, "model version 1 is not the document's 2"),
+        ({"trained_at": math.inf}, "trained_at must be a non-negative number"),
+    ]:
+        serving = ServingFilter("comments", "example")
+        with pytest.raises(Rejected, match=reason):
+            serving.load({**document, "model": {**model, **bad}})
+        assert serving.version == 0 and serving.model is None
+    serving = ServingFilter("comments", "example")
+    assert serving.load(document) and serving.version == 2
+    assert serving.current is not None
+    assert serving.current["trained_at"] == model["trained_at"]
+    assert serving.current["duration_s"] == model["duration_s"]
+    assert serving.current["reason"] == "test"

@@ -12,7 +12,7 @@ import random
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -174,14 +174,21 @@ def test_mixture_and_population_documents_round_trip(mixture_doc, population_doc
     assert NormalPopulation.from_dict(NormalPopulation().to_dict()).n == 0  # unfitted: loads
 
 
-def test_fits_leave_the_version_to_the_publisher(spam_docs, mixture_doc, population_doc):
-    """Estimators hold hyperparameters and fitted state: a version is deployment data, given
-    by streams.trainer's kinds when they publish (a fit or a refit keeps what it was given)."""
-    assert [d["version"] for d in (spam_docs["best"], mixture_doc, population_doc)] == [0, 0, 0]
-    refit = SpamFilter(PRESETS["example"], version=7).fit(
-        ["buy pills", "nice song"] * 4, [1, 0] * 4
-    )
-    assert refit.version == 7
+def test_estimators_hold_no_deployment_data(spam_docs, mixture_doc, population_doc):
+    """Estimators hold hyperparameters and fitted state only: a version, a filter's name and
+    the training times are deployment data, which streams' publishing runs write into a model
+    document (streams.records.unstamp). An estimator refuses a document that still has them."""
+    deployment = {"version", "name", "trained_at", "duration_s"}
+    kinds = [
+        (SpamFilter, spam_docs["best"]),
+        (BayesianGaussianMixture, mixture_doc),
+        (NormalPopulation, population_doc),
+    ]
+    for cls, d in kinds:
+        assert not deployment & set(d), cls.__name__
+        assert not deployment & {f.name for f in fields(cls)}, cls.__name__
+        with pytest.raises(DocumentError, match="version"):
+            cls.from_dict({**d, "version": 1})
 
 
 def test_probe_is_public_and_returns_the_model(spam_docs, mixture_doc, population_doc):

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from models.spam import SpamFilter
-from tests.conftest import Stack, Worker, http, wait_for
+from tests.conftest import Stack, Worker, estimator, http, wait_for
 from tests.spamdata import corpus, write_youtube_csv
 
 pytestmark = pytest.mark.integration
@@ -101,7 +101,7 @@ def test_pending_queue_review_counters_retrain(stack: Stack, tmp_path) -> None:
     # The band's rule, checked against each label's own score, and the score against the model
     # document that `models` carries (scored here, not by the worker).
     documents = [m.value for m in stack.consume_all("models", 1) if m.key == b"spam:comments"]
-    model = SpamFilter.from_dict(json.loads(documents[-1])["model"])
+    model = SpamFilter.from_dict(estimator(json.loads(documents[-1]), "model"))
     texts = {**{f"doubt{i}": t for i, t in enumerate(DOUBTFUL)}, **CLEAR}
     _, scores = model.predict_with_scores(list(texts.values()))
     for (cid, text), score in zip(texts.items(), scores.tolist(), strict=True):

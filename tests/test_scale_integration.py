@@ -22,7 +22,7 @@ from models.mixture import BayesianGaussianMixture
 from models.normal import NormalPopulation
 from producers.population import GROUPS
 from streams.serving import IN_FLIGHT, SLICE
-from tests.conftest import Stack, Worker, wait_for
+from tests.conftest import Stack, Worker, estimator, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -112,8 +112,8 @@ def document(stack: Stack, version: int) -> dict:
 
 def expected(doc: dict, X: np.ndarray, avg1: list[float | None]) -> list[tuple[str, bool | None]]:
     """(cluster, atypical) of each user under the document's models."""
-    labels = BayesianGaussianMixture.from_dict(doc["mixture"]).predict(X)
-    population = NormalPopulation.from_dict(doc["population"])
+    labels = BayesianGaussianMixture.from_dict(estimator(doc, "mixture")).predict(X)
+    population = NormalPopulation.from_dict(estimator(doc, "population"))
     flags = [None if v is None else bool(population.predict(np.array([v]))[0]) for v in avg1]
     return list(zip((str(x) for x in labels), flags, strict=True))
 

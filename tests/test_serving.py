@@ -26,15 +26,13 @@ def document() -> dict[str, Any]:
     """A served clustering version: two well-separated groups, BN1 over avg1."""
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(10, 1, (80, 2)), rng.normal(40, 1, (80, 2))])
-    mixture = BayesianGaussianMixture(
-        n_components=4, n_restarts=2, seed=1, features=FEATURES, version=1
-    ).fit(X)  # the version is the publisher's (streams.clustering), as it published
-    population = NormalPopulation(version=1).fit(rng.normal(10, 2, 200))
-    return {
+    mixture = BayesianGaussianMixture(n_components=4, n_restarts=2, seed=1, features=FEATURES)
+    population = NormalPopulation().fit(rng.normal(10, 2, 200))
+    return {  # the version is the publisher's (streams.clustering), stamped as it publishes
         "name": "clustering",
         "version": 1,
-        "mixture": mixture.to_dict(),
-        "population": population.to_dict(),
+        "mixture": {**mixture.fit(X).to_dict(), "version": 1, "trained_at": 1.0e9},
+        "population": {**population.to_dict(), "version": 1},
     }
 
 
@@ -153,3 +151,42 @@ def test_the_users_agent_waits_for_rows_in_flight(fakes: Fakes) -> None:
 
     assert asyncio.run(scenario()) == ["row written", "agent reads the row"]
     assert fakes.store.data[mine[0]]["model_version"] == served.version
+
+
+def test_a_document_serves_only_when_its_deployment_fields_agree() -> None:
+    """The estimators hold no version or times: the publisher writes them into the document's
+    mixture and population objects, and the loader checks them against the document before the
+    estimators load the rest (streams.records.unstamp)."""
+    good = document()
+
+    def refused(mixture: dict | None = None, population: dict | None = None) -> str:
+        bad = {
+            **good,
+            "mixture": {**good["mixture"], **(mixture or {})},
+            "population": {**good["population"], **(population or {})},
+        }
+        served = ServingModel()
+        with pytest.raises(Exception) as caught:
+            served.load(bad)
+        assert served.version == 0 and served.mixture is None
+        return str(caught.value)
+
+    assert "version 2 is not the document's 1" in refused(mixture={"version": 2})
+    assert "version True" in refused(mixture={"version": True})
+    assert "population version 2" in refused(population={"version": 2})
+    assert "trained_at must be a non-negative number" in refused(mixture={"trained_at": -1})
+    assert "duration_s must be" in refused(mixture={"duration_s": "1 s"})
+    assert "unknown" in refused(mixture={"fitted_by": "me"}).lower()  # the estimator's own keys
+    no_version = {k: v for k, v in good["mixture"].items() if k != "version"}
+    with pytest.raises(Exception, match="mixture version None"):
+        ServingModel().load({**good, "mixture": no_version})
+    # A rollback renumbers the mixture only: a population of an older version still serves.
+    rollback = {**good, "version": 3, "mixture": {**good["mixture"], "version": 3}}
+    served = ServingModel()
+    assert served.load(rollback) and served.version == 3
+    X = np.array([[10.0, 10.0], [40.0, 40.0]])
+    reference = BayesianGaussianMixture.from_dict(
+        {k: v for k, v in good["mixture"].items() if k not in ("version", "trained_at")}
+    )
+    assert served.mixture is not None
+    assert served.mixture.predict(X).tolist() == reference.predict(X).tolist()

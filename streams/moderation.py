@@ -49,19 +49,19 @@ from streams.counters import (
 )
 from streams.deadletters import letter, send_letters
 from streams.fitting import train_filter
-from streams.monitoring import BATCH_SECONDS, CLASSIFY_SECONDS, EVENTS, MODEL_VERSION
+from streams.monitoring import BATCH_SECONDS, CLASSIFY_SECONDS, EVENTS
 from streams.records import (
     CommentLabel,
     PendingComment,
     PretrainingExample,
     Rejected,
     count_or_none,
-    document_version,
     finite_or_none,
     object_or_empty,
     parse_training_example,
     unstamp,
 )
+from streams.served import Served
 from streams.serving import CLUSTERING
 from streams.trainer import (
     ModelKind,
@@ -100,37 +100,36 @@ comments_table = app.Table(
 
 
 @dataclass
-class ServingFilter:
-    """A filter's serving model and the inference records of its current and previous versions."""
+class ServingFilter(Served):
+    """A filter's serving model and the inference records of its current and previous
+    versions (the admin's "current inference" block, SPEC §7.5)."""
 
     name: str
     preset: str
     model: SpamFilter | None = None
-    current: dict[str, Any] | None = None
-    previous: dict[str, Any] | None = None
+    inference: dict[str, Any] | None = None
+    previous_inference: dict[str, Any] | None = None
 
     @property
-    def version(self) -> int:
-        return self.current["version"] if self.current else 0
+    def model_name(self) -> str:
+        return f"spam:{self.name}"
 
-    def load(self, document: dict[str, Any]) -> bool:
-        """Hot-swap to `document` if it is newer and valid (SpamFilter.from_dict validates the
-        state and probes a prediction); True when it was. Raises on an invalid document."""
-        version = document_version(document)
-        if version <= self.version:
-            return False
+    def build(self, document: dict[str, Any], version: int) -> tuple[SpamFilter, dict]:
+        """SpamFilter.from_dict validates the state and probes a prediction."""
         state, stamps = unstamp(document.get("model"), "model", version, name=self.name)
-        self.model = SpamFilter.from_dict(state)
+        model = SpamFilter.from_dict(state)
         record = {
-            **self.model.inference_record(),
+            **model.inference_record(),
             **stamps,
             "reason": document.get("reason"),
             "pretraining_size": document.get("pretraining_size"),
             "reviewed_size": document.get("reviewed_size"),
         }
-        self.previous, self.current = self.current, record
-        MODEL_VERSION.labels(model=f"spam:{self.name}").set(self.version)
-        return True
+        return model, record
+
+    def adopt(self, built: tuple[SpamFilter, dict], document: dict[str, Any]) -> None:
+        self.model, record = built
+        self.previous_inference, self.inference = self.inference, record
 
 
 # The last comments this worker labelled, for the dashboard.
@@ -544,7 +543,7 @@ def make_run(name: str) -> Any:
         if erasures:  # earlier versions learnt from erased comments
             await forget_history(f"spam:{name}", version)
             retrainers[name].erasures -= erasures
-        cv = serving.current["cross_validation"] if serving.current else None
+        cv = serving.inference["cross_validation"] if serving.inference else None
         log.warning(
             "spam filter %s v%d (%s): %d texts (%d pretraining, %d reviewed); %s",
             name,
@@ -634,8 +633,8 @@ class SpamFilterView(View):
                 "name": name,
                 "preset": serving.preset,
                 "version": serving.version,
-                "current": serving.current,
-                "previous": serving.previous,
+                "current": serving.inference,
+                "previous": serving.previous_inference,
                 "reviews": reviews,
                 "counter": {k: counter[k] for k in ("total", "count", "threshold", "requests")},
                 "trainer": retrainers[name].state(),

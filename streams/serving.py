@@ -39,7 +39,6 @@ from models.normal import NormalPopulation
 from streams import topics as t
 from streams.adapter import stores
 from streams.app import app, batch_producer, models_ready, settings
-from streams.monitoring import MODEL_VERSION
 from streams.records import (
     MAX_COUNT,
     ClusterAssignment,
@@ -49,6 +48,7 @@ from streams.records import (
     loads_object,
     unstamp,
 )
+from streams.served import Served
 from streams.users import (
     USER_TOPICS,
     assigned_user_partitions,
@@ -67,19 +67,16 @@ FEATURES = tuple(f.strip() for f in settings.clustering_features.split(",") if f
 
 
 @dataclass
-class ServingModel:
+class ServingModel(Served):
     """The version every worker assigns with, and the one before it (for GET /clusters)."""
 
     mixture: BayesianGaussianMixture | None = None
     population: NormalPopulation | None = None
-    document: dict[str, Any] | None = None
-    previous: dict[str, Any] | None = None
-
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
-    def version(self) -> int:
-        return int(self.document["version"]) if self.document else 0
+    def model_name(self) -> str:
+        return CLUSTERING
 
     async def wait_version(self, version: int, timeout: float = MODEL_WAIT_SECONDS) -> bool:
         """Wait until `version` (or a newer one) serves; False after `timeout` seconds (its
@@ -92,22 +89,21 @@ class ServingModel:
             return False
         return True
 
-    def load(self, document: dict[str, Any]) -> bool:
-        """Hot-swap to `document` if it is newer; True when it was. The whole document is
-        validated (and its models probed) before the swap: raises Rejected or DocumentError,
-        and the serving version stays, on anything wrong."""
-        if document_version(document) <= self.version:
-            return False
+    def build(
+        self, document: dict[str, Any], version: int
+    ) -> tuple[BayesianGaussianMixture, NormalPopulation]:
         mixture, population, _ = clustering_models(document)
         if tuple(mixture.features) != FEATURES:
             raise Rejected(f"features {list(mixture.features)[:4]} are not {list(FEATURES)}")
         check_sample(document.get("sample"))
-        self.mixture, self.population = mixture, population
-        self.previous, self.document = self.document, document
-        MODEL_VERSION.labels(model=CLUSTERING).set(self.version)
+        return mixture, population
+
+    def adopt(
+        self, built: tuple[BayesianGaussianMixture, NormalPopulation], document: dict[str, Any]
+    ) -> None:
+        self.mixture, self.population = built
         self.changed.set()
         self.changed = asyncio.Event()
-        return True
 
 
 def clustering_models(

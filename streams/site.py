@@ -41,11 +41,11 @@ class SiteData(View):
     async def get(self, request: Request) -> Response:
         serving = filters.get(DEFAULT_FILTER)
         info = None
-        if serving is not None and serving.current:
+        if serving is not None and serving.inference:
             info = {
                 "name": serving.name,
                 "version": serving.version,
-                "classifier": serving.current["classifier"],
+                "classifier": serving.inference["classifier"],
             }
         return self.json(
             {

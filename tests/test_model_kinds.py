@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 
 from models.spam import PRESETS
@@ -180,7 +181,25 @@ def test_a_filter_serves_its_version_name_and_times_from_the_document() -> None:
         assert serving.version == 0 and serving.model is None
     serving = ServingFilter("comments", "example")
     assert serving.load(document) and serving.version == 2
-    assert serving.current is not None
-    assert serving.current["trained_at"] == model["trained_at"]
-    assert serving.current["duration_s"] == model["duration_s"]
-    assert serving.current["reason"] == "test"
+    assert serving.inference is not None
+    assert serving.inference["trained_at"] == model["trained_at"]
+    assert serving.inference["duration_s"] == model["duration_s"]
+    assert serving.inference["reason"] == "test"
+    newer = {**document, "version": 3, "model": {**model, "version": 3}}
+    assert serving.load(newer) and not serving.load(document)  # versions only move forward
+    assert serving.previous is document and serving.document is newer
+    assert [serving.previous_inference["version"], serving.inference["version"]] == [2, 3]
+    gauge = REGISTRY.get_sample_value("smartstream_model_version", {"model": "spam:comments"})
+    assert gauge == 3
+
+
+def test_both_kinds_serve_through_one_hot_swap() -> None:
+    """ServingModel and ServingFilter share streams.served.Served: versions only move forward,
+    the previous document is kept, and the kind's version gauge follows the swap."""
+    from streams.moderation import ServingFilter
+    from streams.served import Served
+    from streams.serving import ServingModel
+
+    for serving in (ServingModel(), ServingFilter("comments", "example")):
+        assert isinstance(serving, Served) and serving.version == 0
+        assert type(serving).load is Served.load, type(serving).__name__

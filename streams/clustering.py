@@ -47,7 +47,14 @@ from streams.serving import (
     reassigner,
     serving,
 )
-from streams.trainer import ModelKind, in_helper_process, publish_model, refuse, register
+from streams.trainer import (
+    ModelKind,
+    in_helper_process,
+    next_version,
+    publish_model,
+    refuse,
+    register,
+)
 from streams.users import assigned_user_partitions, mirror, users_table
 
 log = logging.getLogger(__name__)
@@ -81,7 +88,7 @@ async def run_clustering(reason: str) -> None:
     if result["users"] < 2:
         log.info("clustering: %d users, nothing to fit", result["users"])
         return
-    version = serving.version + 1
+    version = next_version(CLUSTERING)
     fitted, warm, weight = result["fitted"], result["warm"], result["weight"]
     for state in ("mixture", "population"):  # versions are assigned here, not by the fits
         fitted[state]["version"] = version

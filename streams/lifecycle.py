@@ -55,9 +55,10 @@ from streams.trainer import (
     follow_compacted,
     group_less_consumer,
     kinds,
+    next_version,
     publish_model,
     read_latest,
-    set_rollback,
+    set_lifecycle,
     versions_topic,
 )
 
@@ -234,7 +235,7 @@ async def rollback(name: str, target: int, message: Any) -> None:
     request that cannot be carried out is dead-lettered with its reason (and the job fails)."""
     try:
         document = await wanted_document(name, target)
-        version = max(serving_version(name), *history[name]) + 1
+        version = next_version(name)
         document = as_new_version(name, document, target, version)
         probe = dry_load(name, document)
     except Exception as exc:
@@ -248,7 +249,7 @@ async def rollback(name: str, target: int, message: Any) -> None:
     log.warning("%s v%d: rollback to v%d", name, version, target)
 
 
-set_rollback(rollback)
+set_lifecycle(rollback, lambda name: history[name])
 
 
 @app.page("/models")

@@ -67,6 +67,7 @@ from streams.trainer import (
     ModelKind,
     forget_history,
     in_helper_process,
+    next_version,
     publish_model,
     read_latest,
     register,
@@ -526,7 +527,7 @@ def make_run(name: str) -> Any:
         if len(set(labels)) < 2:
             raise ValueError(f"filter {name!r} needs spam and ham examples (pretrain it first)")
         config = asdict(PRESETS[serving.preset])
-        version = serving.version + 1
+        version = next_version(f"spam:{name}")
         fitted = await in_helper_process(train_filter, texts, labels, config, name, version)
         document = {
             "name": f"spam:{name}",

@@ -155,15 +155,27 @@ class ModelKind:
 
 kinds: dict[str, ModelKind] = {}
 trainers: dict[str, Trainer] = {}
-# rollback(name, version, control record): republishes that version of any kind; set by
-# streams.lifecycle, which keeps the model history (None: rollback requests are refused).
+# Set by streams.lifecycle, which keeps the model history: rollback(name, version, control
+# record) republishes that version of any kind (None: rollback requests are refused), and
+# published(name) gives the version numbers of `name` in the history.
 Rollback = Callable[[str, int, Any], Awaitable[None]]
 _rollback: Rollback | None = None
 
 
-def set_rollback(job: Rollback) -> None:
-    global _rollback
-    _rollback = job
+def _published(name: str) -> Iterable[int]:
+    return ()
+
+
+def set_lifecycle(rollback: Rollback, published: Callable[[str], Iterable[int]]) -> None:
+    global _rollback, _published
+    _rollback, _published = rollback, published
+
+
+def next_version(name: str) -> int:
+    """The version number of `name`'s next document, for runs and rollbacks alike (the one
+    place versions are given): above the serving one and every one in the history, so no
+    number is given twice, not even one a worker refused to serve."""
+    return max([kinds[name].version(), *_published(name)]) + 1
 
 
 def register(kind: ModelKind) -> Trainer:

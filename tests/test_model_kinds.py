@@ -129,6 +129,17 @@ def test_history_rollback_and_drift_go_through_the_kind(toy: Threshold) -> None:
     assert toy.served == [3]  # type: ignore[attr-defined]
 
 
+def test_every_new_version_is_numbered_in_one_place(toy: Threshold, monkeypatch) -> None:
+    """Runs and rollbacks take the next number from trainer.next_version: above the serving
+    version and every version in the history (a version published but refused by the workers
+    keeps its number), for any kind."""
+    assert trainer.next_version("toy") == 1
+    toy.load(DOC)
+    assert trainer.next_version("toy") == 2
+    monkeypatch.setitem(lifecycle.history, "toy", {1: {}, 4: {}})
+    assert trainer.next_version("toy") == 5
+
+
 def test_a_kind_brings_its_own_gauges_to_metrics(toy: Threshold) -> None:
     """What /metrics shows of the kinds: each kind's own families (the toy's, the clustering's
     label-change share), the score-window gauges only of the kinds without their own drift."""

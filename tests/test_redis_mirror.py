@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from faust.types import TP
 
 from streams import users
@@ -498,3 +499,37 @@ def test_corrupted_value_reads_as_none(redis_url: str, direct: redis.Redis, pref
         {"user_id": "d"},
         None,
     ]
+
+
+def test_packed_commands_are_redis_py_s_and_an_error_reply_leaves_no_stale_reply(
+    redis_url: str, direct: redis.Redis, prefix: str
+):
+    """The mirror packs its MSET and DEL itself (users.mset_command, users.del_command): the
+    bytes are redis-py's own packing of the same commands, Redis stores what they say, and an
+    error reply raises and closes the connection, so the next command on the pool does not read
+    the first command's leftover reply as its own."""
+    values = [(f"{prefix}k{i}", f"ü{i}".encode() * i) for i in range(5)] + [(f"{prefix}ü", b"")]
+    deleted = [f"{prefix}gone", f"{prefix}ü"]
+    reference = redis.Connection()
+    for packed, args in (
+        (users.mset_command(values), ["MSET", *(x for kv in values for x in kv)]),
+        (users.del_command(deleted), ["DEL", *deleted]),
+    ):
+        assert packed == b"".join(reference.pack_command(*args))
+    assert users.mset_command([]) == users.del_command([]) == b""
+    direct.set(f"{prefix}gone", b"x")
+
+    async def scenario() -> list[Any]:
+        client = aioredis.from_url(redis_url)
+        await users.send_commands(client, [users.mset_command(values), users.del_command(deleted)])
+        unknown = b"*1\r\n$15\r\nNO-SUCH-COMMAND\r\n"
+        with pytest.raises(redis.ResponseError):
+            await users.send_commands(client, [unknown, users.del_command([f"{prefix}k1"])])
+        answers = [await client.get(f"{prefix}k3"), await client.exists(f"{prefix}k1")]
+        await client.aclose()
+        return answers
+
+    # Redis ran the DEL after the error (pipelined commands are independent); its reply was
+    # left unread on a connection that was closed, so GET answers with k3, not DEL's count.
+    assert asyncio.run(scenario()) == [values[3][1], 0]
+    assert direct.get(f"{prefix}k4") == values[4][1] and direct.exists(f"{prefix}gone") == 0

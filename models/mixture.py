@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,7 +269,10 @@ class BayesianGaussianMixture:
             for i in range(self.n_restarts)
         ]
         if self.n_jobs > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=self.n_jobs) as pool:
+            # Spawned, not forked: a caller's threads (RocksDB's, a Kafka client's) do not
+            # survive a fork, and a lock one of them held would stay locked in the child.
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=spawn) as pool:
                 return list(pool.map(_vb_run_star, jobs))
         return [vb_run(*job) for job in jobs]
 

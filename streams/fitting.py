@@ -14,12 +14,18 @@ is the sample's.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import math
+import multiprocessing
+import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +43,8 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 COLD_EVERY = 10
+# The helper's niceness (and its processes'): the worker's event loop and the broker come first.
+HELPER_NICENESS = 10
 COLD_GROWTH = 1.5
 # Refused rows a run reports (dead-letters) at most: a corrupted changelog must not make the
 # helper's answer grow with it.
@@ -118,6 +126,18 @@ class Population:
             metric=np.array(metrics, dtype=float),
         )
 
+    def merge(self, other: Population) -> None:
+        """Add another part's users (read by another process from other partitions)."""
+        self.users += other.users
+        self.weight += other.weight
+        self.n += other.n
+        self.sum_x += other.sum_x
+        self.sum_x2 += other.sum_x2
+        self.refused.extend(other.refused[: max(0, MAX_REFUSED - len(self.refused))])
+        self.refused_count += other.refused_count
+        if len(other.sample):
+            self.sample.add(other.sample.hashes, **other.sample.columns)
+
     def refuse(self, record: Any, reason: str) -> None:
         """Count a row that is not a user's; a changelog record's is dead-lettered later (a
         local database row has no offset to report: its changelog record is refused when a
@@ -164,18 +184,25 @@ def parse_row(
 async def read_population(
     s: Settings, source: Source, features: tuple[str, ...], size: int, seed: int
 ) -> Population:
-    """Every user's latest row, partition by partition (memory: one partition's rows): from the
-    worker's own RocksDB database where it has one (`local`: partition -> path), else from the
-    users changelog."""
+    """Every user's latest row, partition by partition (memory: one partition's rows per
+    process): from the worker's own RocksDB database where it has one (`local`: partition ->
+    path), shared out over SMARTSTREAM_CLUSTERING_JOBS processes, else from the users
+    changelog."""
     population = Population(BottomK(size), seed, s.atypical_metric, features)
-    remote = []
-    for partition in range(source.partitions):
-        path = source.local.get(partition)
-        rows = local_rows(path, source.offset_key) if path is not None else None
-        if rows is None:
-            remote.append(partition)
-        else:
-            population.add(rows)
+    remote = [p for p in range(source.partitions) if p not in source.local]
+    local = sorted(source.local.items())
+    jobs = max(1, min(s.clustering_jobs, len(local)))
+    shares = [local[i::jobs] for i in range(jobs)]
+    common = (source.offset_key, s.atypical_metric, features, size, seed)
+    if jobs > 1:
+        spawn = multiprocessing.get_context("spawn")  # the caller's threads do not fork
+        with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=die_with_parent) as pool:
+            parts = list(pool.map(read_local, shares, *([x] * jobs for x in common)))
+    else:
+        parts = [read_local(local, *common)]
+    for part, unreadable in parts:
+        population.merge(part)
+        remote.extend(unreadable)
     if not remote:
         return population
     consumer = AIOKafkaConsumer(
@@ -183,12 +210,53 @@ async def read_population(
     )
     await consumer.start()
     try:
-        for partition in remote:
+        for partition in sorted(remote):
             latest = await latest_rows(consumer, TopicPartition(source.topic, partition))
             population.add((r.key, r.value, r) for r in latest.values())
     finally:
         await consumer.stop()
     return population
+
+
+def read_local(
+    databases: list[tuple[int, str]],
+    offset_key: bytes,
+    metric: str,
+    features: tuple[str, ...],
+    size: int,
+    seed: int,
+) -> tuple[Population, list[int]]:
+    """One process's share of the worker's partition databases, as a population of its own (the
+    caller merges the shares), and the partitions it could not open (read from the changelog)."""
+    population = Population(BottomK(size), seed, metric, features)
+    unreadable = []
+    for partition, path in databases:
+        rows = local_rows(path, offset_key)
+        if rows is None:
+            unreadable.append(partition)
+        else:
+            population.add(rows)
+    return population, unreadable
+
+
+def init_helper() -> None:
+    """The trainer's helper process (streams.trainer.in_helper_process): a fit uses one core per
+    process, at a lower CPU priority than the worker. BLAS threads on every core, or a helper's
+    processes at the worker's priority, would starve the worker's event loop. It lives here so
+    that the spawned helper, which unpickles it by name, never imports the worker."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    os.nice(HELPER_NICENESS)
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """A helper's process dies with its parent: a SIGKILLed worker (or a helper killed at its
+    fit timeout) otherwise leaves it behind, busy or idle, holding its memory."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1  # prctl(2): the signal this process gets when its parent dies
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def local_rows(path: str, offset_key: bytes) -> Iterator[Row] | None:
@@ -266,6 +334,7 @@ def recluster(
         n_restarts=params["restarts"],
         seed=params["seed"],
         features=params["features"],
+        n_jobs=s.clustering_jobs,
     )
     prev = BayesianGaussianMixture.from_dict(previous) if previous else None
     fit_start = time.perf_counter()

@@ -18,7 +18,6 @@ import functools
 import gc
 import logging
 import multiprocessing
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -41,6 +40,7 @@ from streams.app import (
     settings,
 )
 from streams.deadletters import letter, send_dead_letter, send_letters
+from streams.fitting import init_helper
 from streams.monitoring import MODEL_RUN_SECONDS, MODEL_RUNS
 from streams.records import Rejected, RollbackRequest, dumps_json, loads_object
 
@@ -248,21 +248,6 @@ async def forget_history(name: str, version: int) -> None:
 _pool: ProcessPoolExecutor | None = None
 
 
-def _init_helper() -> None:
-    """A fit uses one core: BLAS threads on every core would starve the worker's event loop.
-    The helper dies with its worker: a SIGKILLed worker otherwise leaves it behind, idle, holding
-    its memory (found after the fault tests)."""
-    import ctypes
-    import signal
-
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1  # prctl(2): the signal this process gets when its parent dies
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 async def in_helper_process(
     fn: Callable[..., Any], *args: Any, timeout: float | None = None
 ) -> Any:
@@ -275,7 +260,7 @@ async def in_helper_process(
         _pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_helper,
+            initializer=init_helper,
         )
     pool = _pool
     try:

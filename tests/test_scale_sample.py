@@ -166,3 +166,50 @@ def test_local_rows_read_a_database_the_worker_keeps_open(tmp_path) -> None:
         assert local_rows(str(tmp_path / "nothing-here.db"), OFFSET_KEY) is None
     finally:
         primary.close()
+
+
+def test_the_partitions_read_in_parallel_give_the_population_read_in_one(tmp_path) -> None:
+    """SMARTSTREAM_CLUSTERING_JOBS processes share the worker's partition databases out: their
+    merged population has the same users, sums and sample as one process reading them all; a
+    database a process cannot open comes back to be read from the changelog."""
+    import asyncio
+    from dataclasses import replace
+
+    import rocksdict
+
+    from streams.adapter.stores import OFFSET_KEY
+    from streams.fitting import Source, read_local, read_population
+    from streams.serving import FEATURES
+    from streams.settings import Settings
+
+    rng = np.random.default_rng(3)
+    options = rocksdict.Options(raw_mode=True)
+    options.create_if_missing(True)
+    paths, metric = {}, []
+    for partition in range(5):
+        path = str(tmp_path / f"users-{partition}.db")
+        database = rocksdict.Rdict(path, options=options)
+        for i in range(partition, 4000, 5):
+            value = None if i % 4 == 0 else float(rng.normal(10, 3))
+            metric += [] if value is None else [value]
+            profile = {"user_id": f"u{i}", FEATURES[0]: float(i), "avg1": value, "weight": 2}
+            database.put(f"u{i}".encode(), orjson.dumps(profile))
+        database.put(OFFSET_KEY, b"7")
+        database.close()
+        paths[partition] = path
+    source = Source(topic="unused", partitions=5, local=paths, offset_key=OFFSET_KEY)
+    read = {
+        jobs: asyncio.run(
+            read_population(replace(Settings(), clustering_jobs=jobs), source, FEATURES, 900, 5)
+        )
+        for jobs in (1, 2)
+    }
+    one, two = read[1], read[2]
+    assert (two.users, two.weight, two.n) == (one.users, one.weight, one.n) == (4000, 8000, 3000)
+    assert two.sum_x == pytest.approx(sum(metric), rel=1e-12) == one.sum_x
+    assert two.sum_x2 == pytest.approx(sum(v * v for v in metric), rel=1e-12)
+    assert sorted(two.ordered()[0]) == sorted(one.ordered()[0])
+    assert len(two.ordered()[0]) == 900 and (two.ordered()[1] == one.ordered()[1]).all()
+    missing = [(0, paths[0]), (9, str(tmp_path / "nothing-here.db"))]
+    part, unreadable = read_local(missing, OFFSET_KEY, "avg1", FEATURES, 900, 5)
+    assert (part.users, unreadable) == (800, [9])

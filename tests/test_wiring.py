@@ -4,6 +4,8 @@ the worker imports, so none is silently left unregistered."""
 from __future__ import annotations
 
 import ast
+import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -51,6 +53,30 @@ def test_the_helper_process_imports_no_worker_module() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_trainer_s_helper_runs_without_the_worker_and_niced() -> None:
+    """The trainer's own helper process (its initializer included, which the helper unpickles
+    by name too) holds no worker module, and runs at a lower CPU priority than the worker."""
+    from streams import trainer
+    from streams.fitting import HELPER_NICENESS
+
+    worker_modules = (
+        "sorted(m for m in __import__('sys').modules if m == 'faust' or m.startswith(('faust.',"
+        " 'streams.app', 'streams.trainer', 'streams.clustering', 'streams.moderation')))"
+    )
+
+    async def ask() -> tuple[list[str], int]:
+        try:
+            found = await trainer.in_helper_process(eval, worker_modules)
+            return found, await trainer.in_helper_process(os.nice, 0)
+        finally:
+            trainer.kill_pool(trainer._pool)  # type: ignore[arg-type]
+            trainer._pool = None
+
+    found, niceness = asyncio.run(ask())
+    assert found == []
+    assert niceness == os.nice(0) + HELPER_NICENESS
 
 
 ROOT = STREAMS.parent

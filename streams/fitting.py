@@ -43,8 +43,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 COLD_EVERY = 10
-# The helper's niceness (and its processes'): the worker's event loop and the broker come first.
-HELPER_NICENESS = 10
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 COLD_GROWTH = 1.5
 # Refused rows a run reports (dead-letters) at most: a corrupted changelog must not make the
 # helper's answer grow with it.
@@ -240,14 +239,16 @@ def read_local(
 
 
 def init_helper() -> None:
-    """The trainer's helper process (streams.trainer.in_helper_process): a fit uses one core per
-    process, at a lower CPU priority than the worker. BLAS threads on every core, or a helper's
-    processes at the worker's priority, would starve the worker's event loop. It lives here so
-    that the spawned helper, which unpickles it by name, never imports the worker."""
+    """The trainer's helper process (streams.trainer.in_helper_process): one BLAS thread per
+    process, in the helper and in the processes it spawns (they read the variables when numpy
+    loads): BLAS threads on every core in every process would starve the worker's event loop.
+    It lives here so that the spawned helper, which unpickles it by name, never imports the
+    worker."""
     from threadpoolctl import threadpool_limits
 
+    for name in BLAS_THREADS:
+        os.environ[name] = "1"
     threadpool_limits(1)
-    os.nice(HELPER_NICENESS)
     die_with_parent()
 
 

@@ -64,7 +64,7 @@ class Settings:
     # ids (models.sample), so its memory and time do not grow with the population.
     clustering_sample_size: int = 200_000
     # Processes a re-clustering's helper reads the worker's partitions and runs the cold fit's
-    # restarts on (niced: the worker's event loop keeps priority over them).
+    # restarts on.
     clustering_jobs: int = 2
     # A run (sample and fit, in the helper process) that takes longer is stopped: the previous
     # version keeps serving.

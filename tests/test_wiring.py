@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -55,28 +54,27 @@ def test_the_helper_process_imports_no_worker_module() -> None:
     assert out.stdout.strip() == "[]", out.stdout
 
 
-def test_the_trainer_s_helper_runs_without_the_worker_and_niced() -> None:
+def test_the_trainer_s_helper_holds_no_worker_module_and_one_blas_thread() -> None:
     """The trainer's own helper process (its initializer included, which the helper unpickles
-    by name too) holds no worker module, and runs at a lower CPU priority than the worker."""
+    by name too) holds no worker module, and the processes it spawns (the parallel read, the
+    cold fit's restarts) start with one BLAS thread each."""
     from streams import trainer
-    from streams.fitting import HELPER_NICENESS
 
     worker_modules = (
         "sorted(m for m in __import__('sys').modules if m == 'faust' or m.startswith(('faust.',"
         " 'streams.app', 'streams.trainer', 'streams.clustering', 'streams.moderation')))"
     )
+    blas = "__import__('os').environ.get('OPENBLAS_NUM_THREADS')"
 
-    async def ask() -> tuple[list[str], int]:
+    async def ask() -> tuple[list[str], str]:
         try:
             found = await trainer.in_helper_process(eval, worker_modules)
-            return found, await trainer.in_helper_process(os.nice, 0)
+            return found, await trainer.in_helper_process(eval, blas)
         finally:
             trainer.kill_pool(trainer._pool)  # type: ignore[arg-type]
             trainer._pool = None
 
-    found, niceness = asyncio.run(ask())
-    assert found == []
-    assert niceness == os.nice(0) + HELPER_NICENESS
+    assert asyncio.run(ask()) == ([], "1")
 
 
 ROOT = STREAMS.parent

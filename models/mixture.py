@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +29,7 @@ from scipy.special import logsumexp
 
 from models import documents as doc
 from models.documents import DocumentError
+from models.processes import spawn_pool
 
 log = logging.getLogger(__name__)
 LOG_2PI = math.log(2 * math.pi)
@@ -269,10 +268,7 @@ class BayesianGaussianMixture:
             for i in range(self.n_restarts)
         ]
         if self.n_jobs > 1 and len(jobs) > 1:
-            # Spawned, not forked: a caller's threads (RocksDB's, a Kafka client's) do not
-            # survive a fork, and a lock one of them held would stay locked in the child.
-            spawn = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=spawn) as pool:
+            with spawn_pool(self.n_jobs) as pool:
                 return list(pool.map(_vb_run_star, jobs))
         return [vb_run(*job) for job in jobs]
 

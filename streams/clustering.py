@@ -88,7 +88,7 @@ async def run_clustering(reason: str) -> None:
     if result["users"] < 2:
         log.info("clustering: %d users, nothing to fit", result["users"])
         return
-    version = next_version(CLUSTERING)
+    version = await next_version(CLUSTERING)
     fitted, warm, weight = result["fitted"], result["warm"], result["weight"]
     for state in ("mixture", "population"):  # versions are assigned here, not by the fits
         fitted[state]["version"] = version

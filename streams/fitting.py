@@ -14,18 +14,13 @@ is the sample's.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import math
-import multiprocessing
 import os
 import shutil
-import signal
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.mixture import BayesianGaussianMixture
 from models.normal import NormalPopulation
+from models.processes import die_with_parent, spawn_pool
 from models.sample import BottomK, key_hash
 from models.spam import SpamFilter, SpamFilterConfig
 from streams import topics as t
@@ -194,8 +190,7 @@ async def read_population(
     shares = [local[i::jobs] for i in range(jobs)]
     common = (source.offset_key, s.atypical_metric, features, size, seed)
     if jobs > 1:
-        spawn = multiprocessing.get_context("spawn")  # the caller's threads do not fork
-        with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=die_with_parent) as pool:
+        with spawn_pool(jobs) as pool:
             parts = list(pool.map(read_local, shares, *([x] * jobs for x in common)))
     else:
         parts = [read_local(local, *common)]
@@ -243,21 +238,13 @@ def init_helper() -> None:
     process, in the helper and in the processes it spawns (they read the variables when numpy
     loads): BLAS threads on every core in every process would starve the worker's event loop.
     It lives here so that the spawned helper, which unpickles it by name, never imports the
-    worker."""
+    worker. It dies with its worker."""
     from threadpoolctl import threadpool_limits
 
     for name in BLAS_THREADS:
         os.environ[name] = "1"
     threadpool_limits(1)
     die_with_parent()
-
-
-def die_with_parent() -> None:
-    """A helper's process dies with its parent: a SIGKILLed worker (or a helper killed at its
-    fit timeout) otherwise leaves it behind, busy or idle, holding its memory."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1  # prctl(2): the signal this process gets when its parent dies
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def local_rows(path: str, offset_key: bytes) -> Iterator[Row] | None:

@@ -235,7 +235,7 @@ async def rollback(name: str, target: int, message: Any) -> None:
     request that cannot be carried out is dead-lettered with its reason (and the job fails)."""
     try:
         document = await wanted_document(name, target)
-        version = next_version(name)
+        version = await next_version(name)
         document = as_new_version(name, document, target, version)
         probe = dry_load(name, document)
     except Exception as exc:
@@ -249,7 +249,7 @@ async def rollback(name: str, target: int, message: Any) -> None:
     log.warning("%s v%d: rollback to v%d", name, version, target)
 
 
-set_lifecycle(rollback, lambda name: history[name])
+set_lifecycle(rollback, lambda name: history[name], history_ready)
 
 
 @app.page("/models")

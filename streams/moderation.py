@@ -128,6 +128,11 @@ class ServingFilter(Served):
         }
         return model, record
 
+    def kept(self, document: dict[str, Any]) -> dict[str, Any]:
+        """The document without its model (up to MODEL_MAX_BYTES of vocabulary): the loaded
+        filter and its inference record hold what is served and shown."""
+        return {k: v for k, v in document.items() if k != "model"}
+
     def adopt(self, built: tuple[SpamFilter, dict], document: dict[str, Any]) -> None:
         self.model, record = built
         self.previous_inference, self.inference = self.inference, record
@@ -527,7 +532,7 @@ def make_run(name: str) -> Any:
         if len(set(labels)) < 2:
             raise ValueError(f"filter {name!r} needs spam and ham examples (pretrain it first)")
         config = asdict(PRESETS[serving.preset])
-        version = next_version(f"spam:{name}")
+        version = await next_version(f"spam:{name}")
         fitted = await in_helper_process(train_filter, texts, labels, config, name, version)
         document = {
             "name": f"spam:{name}",

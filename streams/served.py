@@ -41,6 +41,10 @@ class Served:
         here may fail)."""
         raise NotImplementedError
 
+    def kept(self, document: dict[str, Any]) -> dict[str, Any]:
+        """What of a served document stays in memory as `document` (and later `previous`)."""
+        return document
+
     def load(self, document: dict[str, Any]) -> bool:
         """Hot-swap to `document` if it is newer; True when it was. Raises Rejected or
         DocumentError, and the serving version stays, on anything wrong."""
@@ -48,7 +52,7 @@ class Served:
         if version <= self.version:
             return False
         built = self.build(document, version)
-        self.previous, self.document = self.document, document
+        self.previous, self.document = self.document, self.kept(document)
         self.adopt(built, document)
         MODEL_VERSION.labels(model=self.model_name).set(version)
         return True

@@ -156,25 +156,30 @@ class ModelKind:
 kinds: dict[str, ModelKind] = {}
 trainers: dict[str, Trainer] = {}
 # Set by streams.lifecycle, which keeps the model history: rollback(name, version, control
-# record) republishes that version of any kind (None: rollback requests are refused), and
-# published(name) gives the version numbers of `name` in the history.
+# record) republishes that version of any kind (None: rollback requests are refused),
+# published(name) gives the version numbers of `name` in the history, once `history_read` is set.
 Rollback = Callable[[str, int, Any], Awaitable[None]]
 _rollback: Rollback | None = None
+_history_read: asyncio.Event | None = None
 
 
 def _published(name: str) -> Iterable[int]:
     return ()
 
 
-def set_lifecycle(rollback: Rollback, published: Callable[[str], Iterable[int]]) -> None:
-    global _rollback, _published
-    _rollback, _published = rollback, published
+def set_lifecycle(
+    rollback: Rollback, published: Callable[[str], Iterable[int]], history_read: asyncio.Event
+) -> None:
+    global _rollback, _published, _history_read
+    _rollback, _published, _history_read = rollback, published, history_read
 
 
-def next_version(name: str) -> int:
+async def next_version(name: str) -> int:
     """The version number of `name`'s next document, for runs and rollbacks alike (the one
-    place versions are given): above the serving one and every one in the history, so no
-    number is given twice, not even one a worker refused to serve."""
+    place versions are given): above the serving one and every one in the history (read to
+    its end first), so no number is given twice, not even one a worker refused to serve."""
+    if _history_read is not None:
+        await _history_read.wait()
     return max([kinds[name].version(), *_published(name)]) + 1
 
 

@@ -130,14 +130,25 @@ def test_history_rollback_and_drift_go_through_the_kind(toy: Threshold) -> None:
 
 
 def test_every_new_version_is_numbered_in_one_place(toy: Threshold, monkeypatch) -> None:
-    """Runs and rollbacks take the next number from trainer.next_version: above the serving
-    version and every version in the history (a version published but refused by the workers
-    keeps its number), for any kind."""
-    assert trainer.next_version("toy") == 1
-    toy.load(DOC)
-    assert trainer.next_version("toy") == 2
-    monkeypatch.setitem(lifecycle.history, "toy", {1: {}, 4: {}})
-    assert trainer.next_version("toy") == 5
+    """Runs and rollbacks take the next number from trainer.next_version, once the history is
+    read: above the serving version and every version in the history (a version published but
+    refused by the workers keeps its number), for any kind."""
+
+    async def numbers() -> list[int]:
+        read = asyncio.Event()
+        monkeypatch.setattr(trainer, "_history_read", read)
+        waiting = asyncio.ensure_future(trainer.next_version("toy"))
+        for _ in range(3):  # let it run up to its wait
+            await asyncio.sleep(0)
+        assert not waiting.done()  # the history is not read yet
+        read.set()
+        first = await waiting
+        toy.load(DOC)
+        second = await trainer.next_version("toy")
+        monkeypatch.setitem(lifecycle.history, "toy", {1: {}, 4: {}})
+        return [first, second, await trainer.next_version("toy")]
+
+    assert asyncio.run(numbers()) == [1, 2, 5]
 
 
 def test_a_kind_brings_its_own_gauges_to_metrics(toy: Threshold) -> None:
@@ -198,7 +209,8 @@ def test_a_filter_serves_its_version_name_and_times_from_the_document() -> None:
     assert serving.inference["reason"] == "test"
     newer = {**document, "version": 3, "model": {**model, "version": 3}}
     assert serving.load(newer) and not serving.load(document)  # versions only move forward
-    assert serving.previous is document and serving.document is newer
+    assert [serving.previous["version"], serving.document["version"]] == [2, 3]
+    assert "model" not in serving.document  # the loaded filter holds it
     assert [serving.previous_inference["version"], serving.inference["version"]] == [2, 3]
     gauge = REGISTRY.get_sample_value("smartstream_model_version", {"model": "spam:comments"})
     assert gauge == 3

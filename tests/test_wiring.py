@@ -40,14 +40,17 @@ def test_every_listed_module_exists() -> None:
     assert all((STREAMS / f"{name}.py").is_file() for name in WORKER_MODULES)
 
 
+# An expression: the worker's modules (and Faust) loaded in the process that evaluates it.
+WORKER_MODULES_LOADED = (
+    "sorted(m for m in __import__('sys').modules if m == 'faust' or m.startswith(('faust.', "
+    "'streams.app', 'streams.trainer', 'streams.clustering', 'streams.moderation')))"
+)
+
+
 def test_the_helper_process_imports_no_worker_module() -> None:
     """A spawned helper unpickles streams.fitting's functions by module name: importing it must
     not build the Faust app nor load Faust (a fresh interpreter, as the helper is)."""
-    probe = (
-        "import sys, streams.fitting; "
-        "print(sorted(m for m in sys.modules if m == 'faust' or m.startswith(('faust.', "
-        "'streams.app', 'streams.trainer', 'streams.clustering', 'streams.moderation'))))"
-    )
+    probe = f"import streams.fitting; print({WORKER_MODULES_LOADED})"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
@@ -60,15 +63,11 @@ def test_the_trainer_s_helper_holds_no_worker_module_and_one_blas_thread() -> No
     cold fit's restarts) start with one BLAS thread each."""
     from streams import trainer
 
-    worker_modules = (
-        "sorted(m for m in __import__('sys').modules if m == 'faust' or m.startswith(('faust.',"
-        " 'streams.app', 'streams.trainer', 'streams.clustering', 'streams.moderation')))"
-    )
     blas = "__import__('os').environ.get('OPENBLAS_NUM_THREADS')"
 
     async def ask() -> tuple[list[str], str]:
         try:
-            found = await trainer.in_helper_process(eval, worker_modules)
+            found = await trainer.in_helper_process(eval, WORKER_MODULES_LOADED)
             return found, await trainer.in_helper_process(eval, blas)
         finally:
             trainer.kill_pool(trainer._pool)  # type: ignore[arg-type]

@@ -39,8 +39,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 COLD_EVERY = 10
-BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 COLD_GROWTH = 1.5
+# The BLAS libraries' thread counts, set to 1 for the helper's spawned processes (init_helper).
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Refused rows a run reports (dead-letters) at most: a corrupted changelog must not make the
 # helper's answer grow with it.
 MAX_REFUSED = 1000

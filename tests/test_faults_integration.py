@@ -362,3 +362,30 @@ def _is_helper(pid: int, parent: int) -> bool:
     except OSError:
         return False
     return ppid == parent and b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline
+
+
+def test_comments_change_hands_while_labelling(stack: Stack, tmp_path: Path) -> None:
+    """Comments stream while a second worker joins and the first then leaves (two rebalances:
+    the comment partitions, read by each worker's direct fetcher, move twice). Every comment is
+    labelled by the serving version, none with two verdicts, and the graceful handovers repeat
+    no label: each worker commits what it labelled before it gives a partition away."""
+    from tests.spamdata import corpus, write_youtube_csv
+
+    first = stack.start_worker()
+    stack.pretrain(write_youtube_csv(tmp_path / "Youtube97-Moves.csv", *corpus(300, seed=5)))
+    wait_for(lambda: first.get("/spam-filters/comments")[1].get("version") == 1, 120, "model")
+    texts, _ = corpus(12_000, seed=6)
+    comments = [(f"m{i}", text) for i, text in enumerate(texts)]
+    feeder = paced_feed(stack, comments, lambda producer, c: producer.comment(*c), 500, 0.1)
+    second = stack.start_worker()
+    wait_for(lambda: len(stack.labels_by_comment()) > len(texts) // 2, 120, "half the labels")
+    first.stop()  # SIGTERM: a graceful leave
+    feeder.join()
+    wait_for(lambda: len(stack.labels_by_comment()) == len(texts), 180, "a label per comment")
+    labels = stack.labels_by_comment()
+    verdicts = {cid: {(v["model_version"], v["is_spam"]) for v in vs} for cid, vs in labels.items()}
+    repeated = sum(len(values) - 1 for values in labels.values())
+    assert second.proc.poll() is None, second.tail()
+    assert [cid for cid, seen in verdicts.items() if len(seen) != 1] == []
+    assert {version for seen in verdicts.values() for version, _ in seen} == {1}
+    assert repeated == 0, f"{repeated} labels repeated by a graceful handover"

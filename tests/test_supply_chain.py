@@ -91,6 +91,8 @@ PRIVATE = [
     ("faust.transport.drivers.aiokafka", "Producer._ensure_producer"),
     ("faust.transport.consumer", "Consumer._add_gap"),
     ("faust.transport.consumer", "Consumer._is_changelog_tp"),
+    ("faust.transport.consumer", "ThreadDelegateConsumer._getmany"),
+    ("faust.transport.drivers.aiokafka", "Consumer.verify_event_path"),
     ("faust.streams", "_current_event"),
     ("faust.types.tuples", "ack_lock"),
     ("faust.transport.producer", "ProducerBuffer.max_messages"),

@@ -38,6 +38,7 @@ from faust.types import TP, EventT
 from faust.types.tuples import ack_lock
 from faust.web.exceptions import ServiceUnavailable
 
+from streams.adapter.direct import DirectFetcher
 from streams.topics import key_partition
 
 # handler(partition, records): the records (aiokafka ConsumerRecords) of the handler's topics in
@@ -102,22 +103,73 @@ class BulkConsumer(faust_aiokafka.Consumer):
     async def wait_empty(self) -> None:
         """Faust calls this before giving partitions away (and committing): finish the batch in
         hand and the effects in flight first."""
+        if self.direct is not None:
+            await self.direct.settled()
         await self._bulk_done()
         await self._settled()
         await super().wait_empty()
 
+    # Set by App._new_consumer when some bulk topics are read directly (streams.adapter.direct).
+    direct: DirectFetcher | None = None
+
     def pause_partitions(self, tps: Iterable[TP]) -> None:
         tps = set(tps)
         super().pause_partitions(tps)
-        self._fetch_changelogs(tps, fetch=False)
+        self._fetch_in_client({tp for tp in tps if self._is_changelog_tp(tp)}, fetch=False)
+        if self.direct is not None:
+            self.direct.pause(tps)
 
     def resume_partitions(self, tps: Iterable[TP]) -> None:
         tps = set(tps)
         super().resume_partitions(tps)
-        self._fetch_changelogs(tps, fetch=True)
+        self._fetch_in_client({tp for tp in tps if self._is_changelog_tp(tp)}, fetch=True)
+        if self.direct is not None:
+            self._fetch_in_client(self.direct.mine(tps), fetch=False)
+            self.direct.resume(tps)
 
-    def _fetch_changelogs(self, tps: set[TP], fetch: bool) -> None:
-        """Pause and resume table changelogs in aiokafka too, not only in Faust's bookkeeping.
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        if self.direct is not None:  # before Faust's client fetches any of them
+            self._fetch_in_client(self.direct.mine(assigned), fetch=False)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        if self.direct is not None:
+            self.direct.revoke(revoked)
+        await super().on_partitions_revoked(revoked)
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        """Faust's fetch, without the directly read partitions."""
+        if self.direct is not None and active_partitions:
+            active_partitions = {tp for tp in active_partitions if not self.direct.owns(tp)}
+            if not active_partitions:  # what Faust does without active partitions
+                await asyncio.sleep(timeout)
+                return {}
+        return await super()._getmany(active_partitions, timeout)
+
+    async def committed_offset(self, tp: TP) -> int | None:
+        """The group's committed offset of `tp` (None: none), asked by Faust's client."""
+        consumer = self._thread._consumer
+        if consumer is None:
+            return None
+        return await self._thread.call_thread(
+            consumer.committed, TopicPartition(tp.topic, tp.partition)
+        )
+
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        """Faust's check that its client fetches and its streams process each partition; the
+        directly read ones are neither (their acks still reach the commits)."""
+        if self.direct is None or not self.direct.owns(tp):
+            super().verify_event_path(now, tp)
+
+    async def on_stop(self) -> None:
+        if self.direct is not None:
+            await self.direct.stop()
+        await super().on_stop()
+
+    def _fetch_in_client(self, tps: set[TP], fetch: bool) -> None:
+        """Pause or resume `tps` in aiokafka too, not only in Faust's bookkeeping.
+
+        Directly read partitions stay paused in Faust's client for good.
 
         Faust keeps changelog partitions paused outside recovery but only in its own sets, so
         aiokafka goes on fetching them and holds records nobody takes; while it holds a
@@ -126,13 +178,12 @@ class BulkConsumer(faust_aiokafka.Consumer):
         comments of all partitions for 100 ms, three times in a row, when labelling began.
         """
         consumer = self._thread._consumer
-        changelogs = [tp for tp in tps if self._is_changelog_tp(tp)]
-        if consumer is None or not changelogs:
+        if consumer is None or not tps:
             return
 
         def apply() -> None:  # in the consumer's thread, which owns aiokafka's state
             assigned = consumer.assignment()
-            mine = [TopicPartition(tp.topic, tp.partition) for tp in changelogs]
+            mine = [TopicPartition(tp.topic, tp.partition) for tp in tps]
             mine = [tp for tp in mine if tp in assigned]
             (consumer.resume if fetch else consumer.pause)(*mine)
 
@@ -226,12 +277,19 @@ class BulkConsumer(faust_aiokafka.Consumer):
 class App(faust.App):
     """faust.App whose consumer delivers the records of ``bulk_handlers``' topics in bulk."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, direct_client: dict[str, Any] | None = None, **kwargs: Any):
+        """`direct_client`: the connection settings of the direct topics' consumer (aiokafka's
+        names: bootstrap_servers, security)."""
         super().__init__(*args, **kwargs)
         self.bulk_handlers: dict[str, BulkHandler] = {}
+        self.direct_topics: set[str] = set()
+        self.direct_client = direct_client or {}
 
-    def bulk(self, topic: faust.TopicT) -> Callable[[BulkHandler], BulkHandler]:
-        """Decorator: `handler` receives `topic`'s records in bulk (see :class:`BulkConsumer`).
+    def bulk(
+        self, topic: faust.TopicT, *, direct: bool = False
+    ) -> Callable[[BulkHandler], BulkHandler]:
+        """Decorator: `handler` receives `topic`'s records in bulk (see :class:`BulkConsumer`);
+        `direct`: read by a consumer on the event loop, for latency (streams.adapter.direct).
 
         The topic is subscribed through Faust's conductor, so the assignor co-partitions it with
         the tables as it would an agent's topic.
@@ -240,6 +298,8 @@ class App(faust.App):
         def register(handler: BulkHandler) -> BulkHandler:
             self.topics.add(topic)
             self.bulk_handlers.update(dict.fromkeys(topic.topics, handler))
+            if direct:
+                self.direct_topics.update(topic.topics)
             return handler
 
         return register
@@ -287,7 +347,7 @@ class App(faust.App):
         os._exit(70)
 
     def _new_consumer(self) -> BulkConsumer:
-        return BulkConsumer(
+        consumer = BulkConsumer(
             self.transport,
             callback=self.topics.on_message,
             on_partitions_revoked=self._on_partitions_revoked,
@@ -295,6 +355,10 @@ class App(faust.App):
             beacon=self.beacon,
             loop=self.transport.loop,
         )
+        if self.direct_topics:
+            topics = frozenset(self.direct_topics)
+            consumer.direct = DirectFetcher(consumer, topics, self.direct_client)
+        return consumer
 
 
 class BatchProducer:

@@ -170,7 +170,7 @@ def make_app(s: Settings) -> App:
         broker_session_timeout=s.broker_session_timeout,
         broker_heartbeat_interval=s.broker_heartbeat_interval,
         consumer_auto_offset_reset="earliest",
-        direct_client=s.aiokafka_config(),
+        bulk_client=s.aiokafka_config(),
         producer_max_request_size=t.MODEL_MAX_BYTES,
         table_standby_replicas=0,
         autodiscover=False,

@@ -182,7 +182,7 @@ def _account(partition: int, old: dict | None, new: dict) -> str | None:
     return new.get("filter") or (old or {}).get("filter")
 
 
-@app.bulk(moderation_events, direct=True)
+@app.bulk(moderation_events)
 async def moderate(partition: int, records: list[Any]) -> asyncio.Future | None:
     """One partition's comments and reviews of one fetch (bulk delivery): label the new comments
     with one vectorised call per filter, store the rows, account the reviews."""

@@ -154,40 +154,6 @@ def test_partitions_are_handled_concurrently() -> None:
     asyncio.run(asyncio.wait_for(scenario(), 5))
 
 
-def test_the_next_fetch_waits_for_the_batch_in_hand_and_other_topics_pass_through(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Back-pressure: a fetch returns the other topics' records at once, hands the bulk topics'
-    to their handler and is not made again until that handler returned."""
-    release = asyncio.Event()
-    fetches: list[int] = []
-    handled: list[int] = []
-
-    async def handler(partition: int, records: list[Any]) -> None:
-        await release.wait()
-        handled.append(len(records))
-
-    async def fake_fetch(self: Any, timeout: float) -> tuple[dict, set]:
-        fetches.append(len(fetches))
-        return fetch((A, 0, [len(fetches)]), (OTHER, 0, [7])), {TP(A, 0), TP(OTHER, 0)}
-
-    monkeypatch.setattr(faust_aiokafka.Consumer, "_wait_next_records", fake_fetch)
-
-    async def scenario() -> None:
-        c = consumer({A: handler})
-        records, _ = await c._wait_next_records(1.0)
-        assert list(records) == [TP(OTHER, 0)]  # the normal path keeps the other topics
-        second = asyncio.ensure_future(c._wait_next_records(1.0))
-        for _ in range(20):
-            await asyncio.sleep(0)
-        assert fetches == [0] and not second.done()  # held until the batch is handled
-        release.set()
-        await second
-        assert fetches == [0, 1] and handled == [1]
-
-    asyncio.run(asyncio.wait_for(scenario(), 5))
-
-
 class InFlight:
     """A handler whose effects stay in flight (a changelog write) until released, per call."""
 

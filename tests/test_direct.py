@@ -137,3 +137,68 @@ def test_a_revoked_partition_forgets_where_it_stopped() -> None:
     assert f.live == set() and f.next == {}
     f.live.add(TP(C, 0))
     assert follow(f, client) == {TopicPartition(C, 0): 100}
+
+
+class Fetching(Client):
+    """A client whose fetches are handed in by the test; `taken` counts the records taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetches: asyncio.Queue[dict] = asyncio.Queue()
+        self.taken = 0
+
+    async def getmany(self, timeout_ms: int) -> dict:
+        if timeout_ms == 0 and self.fetches.empty():
+            return {}
+        fetched = await self.fetches.get()
+        self.taken += sum(map(len, fetched.values()))
+        return fetched
+
+
+class Delivering(Owner):
+    """An owner whose deliveries are held until the test releases them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered: list[list[int]] = []
+        self.release = asyncio.Event()
+
+    async def _deliver(self, bulk: dict[TP, list[Any]], generation: int) -> None:
+        await self.release.wait()
+        self.release.clear()
+        self.delivered.append([r.offset for rs in bulk.values() for r in rs])
+
+    def reap_acks(self) -> None:
+        pass
+
+
+def test_the_next_fetch_is_taken_during_a_delivery_and_the_next_delivery_waits() -> None:
+    """Records that come while a delivery runs are fetched at once (aiokafka asks the broker
+    for more only once they are taken), delivered after it, together with what came later."""
+
+    async def scenario() -> None:
+        owner, client = Delivering(), Fetching()
+        f = fetcher(owner)
+        f.live.add(TP(C, 0))
+        f._assigned = frozenset(f.live)
+        loop = asyncio.ensure_future(f._loop(client))  # type: ignore[arg-type]
+        client.fetches.put_nowait({TopicPartition(C, 0): records(C, 0, 0)})
+        for _ in range(10):
+            await asyncio.sleep(0)
+        client.fetches.put_nowait({TopicPartition(C, 0): records(C, 0, 1)})  # came meanwhile
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert (client.taken, owner.delivered) == (2, [])  # the second taken, not delivered
+        client.fetches.put_nowait({TopicPartition(C, 0): records(C, 0, 2)})
+        owner.release.set()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert owner.delivered == [[0]] and f.next[TP(C, 0)] == 3
+        owner.release.set()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert owner.delivered == [[0], [1, 2]]  # one delivery: each costs a round trip
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))

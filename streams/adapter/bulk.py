@@ -8,11 +8,12 @@ events/s on one core, far below the 20,000 events/s the users pipeline needs per
 
 :class:`BulkConsumer` keeps everything else of Faust: the consumer group and its assignor, table
 recovery, flow control on rebalances, offset commits (the producer is flushed before each), and
-the normal path for every other topic. Per fetch, the records of the bulk topics are grouped by
-partition and given to the handler in one call, with Faust's "current event" set to the last
-record of the partition (table writes go to that partition, as in an agent). The records are
-acked once the handler returns, so their offsets are committed only after their effects were
-produced: at-least-once, which the handlers make exact with idempotent updates.
+the normal path for every other topic. The bulk topics are fetched on the event loop by
+streams.adapter.direct; per fetch, their records are grouped by partition and given to the
+handler in one call, with Faust's "current event" set to the last record of the partition
+(table writes go to that partition, as in an agent). The records are acked once the handler's
+effects are written, so their offsets are committed only after their effects were produced:
+at-least-once, which the handlers make exact with idempotent updates.
 """
 
 from __future__ import annotations
@@ -66,50 +67,34 @@ class BulkConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with bulk delivery of ``app.bulk_handlers``' topics (see module
     doc)."""
 
-    _bulk_task: asyncio.Future | None = None
     # The last ack of each partition waiting for a handler's effects in flight. A partition's
     # records are acked in offset order (Faust reads offsets skipped between two acks as
     # transaction markers, committable), so each ack waits for the one before it: the last ones
     # stand for them all.
     _last_ack: dict[TP, asyncio.Future] | None = None
 
-    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
-        # One bulk batch at a time: the next fetch waits for the previous batch (back-pressure),
-        # while the other topics' records of a fetch flow on as the batch runs.
-        await self._bulk_done()
-        records, active = await super()._wait_next_records(timeout)
-        topics = self.app.bulk_handlers
-        if records and topics:
-            bulk = {tp: records.pop(tp) for tp in list(records) if tp.topic in topics}
-            if bulk:
-                generation = self.app.consumer_generation_id
-                self._bulk_task = asyncio.ensure_future(self._deliver(bulk, generation))
-        return records, active
-
-    async def _bulk_done(self) -> None:
-        task, self._bulk_task = self._bulk_task, None
-        if task is not None:
-            await task  # an error in the handler is raised here and stops the consumer
+    def reap_acks(self) -> None:
+        """Forget the acks done; a failed one (its effects were not written) is raised here and
+        stops the consumer."""
         for tp, ack in [(tp, f) for tp, f in (self._last_ack or {}).items() if f.done()]:
             del self._last_ack[tp]  # type: ignore[index]
-            ack.result()  # a failed write too
+            ack.result()
 
     async def _settled(self) -> None:
         """Every handler's effects in flight written and their records acked."""
         while self._last_ack:
             await asyncio.gather(*set(self._last_ack.values()))
-            await self._bulk_done()
+            self.reap_acks()
 
     async def wait_empty(self) -> None:
         """Faust calls this before giving partitions away (and committing): finish the batch in
         hand and the effects in flight first."""
         if self.direct is not None:
             await self.direct.settled()
-        await self._bulk_done()
         await self._settled()
         await super().wait_empty()
 
-    # Set by App._new_consumer when some bulk topics are read directly (streams.adapter.direct).
+    # The bulk topics' fetcher, set by App._new_consumer when there are bulk topics.
     direct: DirectFetcher | None = None
 
     def pause_partitions(self, tps: Iterable[TP]) -> None:
@@ -277,19 +262,15 @@ class BulkConsumer(faust_aiokafka.Consumer):
 class App(faust.App):
     """faust.App whose consumer delivers the records of ``bulk_handlers``' topics in bulk."""
 
-    def __init__(self, *args: Any, direct_client: dict[str, Any] | None = None, **kwargs: Any):
-        """`direct_client`: the connection settings of the direct topics' consumer (aiokafka's
+    def __init__(self, *args: Any, bulk_client: dict[str, Any] | None = None, **kwargs: Any):
+        """`bulk_client`: the connection settings of the bulk topics' consumer (aiokafka's
         names: bootstrap_servers, security)."""
         super().__init__(*args, **kwargs)
         self.bulk_handlers: dict[str, BulkHandler] = {}
-        self.direct_topics: set[str] = set()
-        self.direct_client = direct_client or {}
+        self.bulk_client = bulk_client or {}
 
-    def bulk(
-        self, topic: faust.TopicT, *, direct: bool = False
-    ) -> Callable[[BulkHandler], BulkHandler]:
-        """Decorator: `handler` receives `topic`'s records in bulk (see :class:`BulkConsumer`);
-        `direct`: read by a consumer on the event loop, for latency (streams.adapter.direct).
+    def bulk(self, topic: faust.TopicT) -> Callable[[BulkHandler], BulkHandler]:
+        """Decorator: `handler` receives `topic`'s records in bulk (see :class:`BulkConsumer`).
 
         The topic is subscribed through Faust's conductor, so the assignor co-partitions it with
         the tables as it would an agent's topic.
@@ -298,8 +279,6 @@ class App(faust.App):
         def register(handler: BulkHandler) -> BulkHandler:
             self.topics.add(topic)
             self.bulk_handlers.update(dict.fromkeys(topic.topics, handler))
-            if direct:
-                self.direct_topics.update(topic.topics)
             return handler
 
         return register
@@ -355,9 +334,9 @@ class App(faust.App):
             beacon=self.beacon,
             loop=self.transport.loop,
         )
-        if self.direct_topics:
-            topics = frozenset(self.direct_topics)
-            consumer.direct = DirectFetcher(consumer, topics, self.direct_client)
+        if self.bulk_handlers:
+            topics = frozenset(self.bulk_handlers)
+            consumer.direct = DirectFetcher(consumer, topics, self.bulk_client)
         return consumer
 
 

@@ -1,19 +1,21 @@
-"""Direct fetching: the latency-bound bulk topics read by a consumer on the worker's event loop.
+"""The bulk topics read by a consumer on the worker's event loop, beside Faust's threaded one.
 
 Why: Faust's consumer runs aiokafka in a thread of its own, and each fetch crosses to the event
 loop and back through Faust's fetch loop. aiokafka sends a partition's next fetch only once its
-buffered records were taken, which happens once per turn of that loop (~4.5 ms with the users
-pipeline idle, measured here), so a comment waited one to two turns before its handler saw it:
-8-10 ms at the median and 20-30 ms at p99 at 500 comments/s, where a consume-label-produce loop
-on one event loop took 1 ms and 5-10 ms on the same broker (``bench/moderation.py --raw``).
+buffered records were taken, which happened once per turn of that loop (~4.5 ms with the users
+pipeline idle), so a comment waited one to two turns before its handler saw it: 8-10 ms at the
+median and 20-30 ms at p99 at 500 comments/s, where a consume-label-produce loop on one event
+loop took 1 ms and 5-10 ms on the same broker (``bench/moderation.py --raw``). The users
+pipeline did 43,000-45,000 events/s through that path and 61,000-71,000 read here
+(``bench/pipeline.py``, alternating runs on one broker).
 
-:class:`DirectFetcher` reads the partitions of the direct topics that Faust's group gave this
-worker with an aiokafka consumer of no group, manually assigned, on the event loop, and hands
-each fetch to the bulk handlers as Faust's consumer would (:meth:`BulkConsumer._deliver`). Faust
-keeps the group, the assignment (co-partitioning with the tables), recovery, flow control and
-the offset commits of these partitions, fed by the same acks; its own client holds them paused.
-A partition is read only while Faust has it active (assigned, recovered, flowing): from the
-group's committed offset when it is newly assigned, else from where this fetcher stopped.
+:class:`DirectFetcher` reads the partitions of the bulk topics that Faust's group gave this
+worker with an aiokafka consumer of no group, manually assigned, and hands each fetch to the
+bulk handlers (:meth:`BulkConsumer._deliver`). Faust keeps the group, the assignment
+(co-partitioning with the tables), recovery, flow control and the offset commits of these
+partitions, fed by the same acks; its own client holds them paused. A partition is read only
+while Faust has it active (assigned, recovered, flowing): from the group's committed offset
+when it is newly assigned, else from where this fetcher stopped.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ POLL_MS = 100
 
 
 class DirectFetcher:
-    """The event loop's consumer of the direct topics (see module doc)."""
+    """The event loop's consumer of the bulk topics (see module doc)."""
 
     def __init__(self, owner: BulkConsumer, topics: frozenset[str], client: dict[str, Any]) -> None:
         self.owner = owner
@@ -148,6 +150,7 @@ class DirectFetcher:
                 self._delivery = asyncio.ensure_future(self.owner._deliver(bulk, generation))
                 # Shielded: a stopping worker finishes the delivery (wait_empty) and commits it.
                 await asyncio.shield(self._delivery)
+                self.owner.reap_acks()
 
     def _fetch(self, consumer: AIOKafkaConsumer) -> tuple[asyncio.Future, int]:
         generation = self.owner.app.consumer_generation_id

@@ -89,47 +89,52 @@ class BulkConsumer(faust_aiokafka.Consumer):
     async def wait_empty(self) -> None:
         """Faust calls this before giving partitions away (and committing): finish the batch in
         hand and the effects in flight first."""
-        if self.direct is not None:
-            await self.direct.settled()
+        for fetcher in self.fetchers:
+            await fetcher.settled()
         await self._settled()
         await super().wait_empty()
 
-    # The bulk topics' fetcher, set by App._new_consumer when there are bulk topics.
-    direct: DirectFetcher | None = None
+    # One fetcher per bulk handler, set by App._new_consumer: each fetch carries only its
+    # handler's partitions (aiokafka decodes every partition's header of a response in Python),
+    # and a busy handler's large fetches never hold up another's records.
+    fetchers: tuple[DirectFetcher, ...] = ()
 
     def pause_partitions(self, tps: Iterable[TP]) -> None:
         tps = set(tps)
         super().pause_partitions(tps)
         self._fetch_in_client({tp for tp in tps if self._is_changelog_tp(tp)}, fetch=False)
-        if self.direct is not None:
-            self.direct.pause(tps)
+        for fetcher in self.fetchers:
+            fetcher.pause(tps)
 
     def resume_partitions(self, tps: Iterable[TP]) -> None:
         tps = set(tps)
         super().resume_partitions(tps)
         self._fetch_in_client({tp for tp in tps if self._is_changelog_tp(tp)}, fetch=True)
-        if self.direct is not None:
-            self._fetch_in_client(self.direct.mine(tps), fetch=False)
-            self.direct.resume(tps)
+        self._fetch_in_client(self._read_directly(tps), fetch=False)
+        for fetcher in self.fetchers:
+            fetcher.resume(tps)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
-        if self.direct is not None:  # before Faust's client fetches any of them
-            self._fetch_in_client(self.direct.mine(assigned), fetch=False)
+        # before Faust's client fetches any of them
+        self._fetch_in_client(self._read_directly(assigned), fetch=False)
         await super().on_partitions_assigned(assigned, generation_id)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        if self.direct is not None:
-            self.direct.revoke(revoked)
+        for fetcher in self.fetchers:
+            fetcher.revoke(revoked)
         await super().on_partitions_revoked(revoked)
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         """Faust's fetch, without the directly read partitions."""
-        if self.direct is not None and active_partitions:
-            active_partitions = {tp for tp in active_partitions if not self.direct.owns(tp)}
+        if self.fetchers and active_partitions:
+            active_partitions = active_partitions - self._read_directly(active_partitions)
             if not active_partitions:  # what Faust does without active partitions
                 await asyncio.sleep(timeout)
                 return {}
         return await super()._getmany(active_partitions, timeout)
+
+    def _read_directly(self, tps: Iterable[TP]) -> set[TP]:
+        return {tp for tp in tps if tp.topic in self.app.bulk_handlers}
 
     async def committed_offset(self, tp: TP) -> int | None:
         """The group's committed offset of `tp` (None: none), asked by Faust's client."""
@@ -143,12 +148,12 @@ class BulkConsumer(faust_aiokafka.Consumer):
     def verify_event_path(self, now: float, tp: TP) -> None:
         """Faust's check that its client fetches and its streams process each partition; the
         directly read ones are neither (their acks still reach the commits)."""
-        if self.direct is None or not self.direct.owns(tp):
+        if not self._read_directly([tp]):
             super().verify_event_path(now, tp)
 
     async def on_stop(self) -> None:
-        if self.direct is not None:
-            await self.direct.stop()
+        for fetcher in self.fetchers:
+            await fetcher.stop()
         await super().on_stop()
 
     def _fetch_in_client(self, tps: set[TP], fetch: bool) -> None:
@@ -334,9 +339,12 @@ class App(faust.App):
             beacon=self.beacon,
             loop=self.transport.loop,
         )
-        if self.bulk_handlers:
-            topics = frozenset(self.bulk_handlers)
-            consumer.direct = DirectFetcher(consumer, topics, self.bulk_client)
+        topics: dict[BulkHandler, set[str]] = defaultdict(set)
+        for topic, handler in self.bulk_handlers.items():
+            topics[handler].add(topic)
+        consumer.fetchers = tuple(
+            DirectFetcher(consumer, frozenset(mine), self.bulk_client) for mine in topics.values()
+        )
         return consumer
 
 

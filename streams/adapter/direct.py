@@ -52,9 +52,6 @@ class DirectFetcher:
         self._task: asyncio.Future | None = None
         self._delivery: asyncio.Future | None = None
 
-    def owns(self, tp: TP) -> bool:
-        return tp.topic in self.topics
-
     def mine(self, tps: Iterable[TP]) -> set[TP]:
         return {tp for tp in tps if tp.topic in self.topics}
 

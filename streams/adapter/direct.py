@@ -9,9 +9,9 @@ loop took 1 ms and 5-10 ms on the same broker (``bench/moderation.py --raw``). T
 pipeline did 43,000-45,000 events/s through that path and 61,000-71,000 read here
 (``bench/pipeline.py``, alternating runs on one broker).
 
-:class:`DirectFetcher` reads the partitions of the bulk topics that Faust's group gave this
-worker with an aiokafka consumer of no group, manually assigned, and hands each fetch to the
-bulk handlers (:meth:`BulkConsumer._deliver`). Faust keeps the group, the assignment
+:class:`DirectFetcher` reads the partitions of one bulk handler's topics that Faust's group gave
+this worker with an aiokafka consumer of no group, manually assigned, and hands each fetch to
+the handler (:meth:`BulkConsumer._deliver`). Faust keeps the group, the assignment
 (co-partitioning with the tables), recovery, flow control and the offset commits of these
 partitions, fed by the same acks; its own client holds them paused. A partition is read only
 while Faust has it active (assigned, recovered, flowing): from the group's committed offset
@@ -38,7 +38,7 @@ POLL_MS = 100
 
 
 class DirectFetcher:
-    """The event loop's consumer of the bulk topics (see module doc)."""
+    """The event loop's consumer of one bulk handler's topics (see module doc)."""
 
     def __init__(self, owner: BulkConsumer, topics: frozenset[str], client: dict[str, Any]) -> None:
         self.owner = owner

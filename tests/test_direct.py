@@ -202,3 +202,18 @@ def test_the_next_fetch_is_taken_during_a_delivery_and_the_next_delivery_waits()
         await asyncio.gather(loop, return_exceptions=True)
 
     asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
+def test_the_high_water_mark_of_a_partition_is_the_one_its_reader_saw() -> None:
+    """Faust's client never fetches the bulk partitions, so its high-water marks of them stay
+    unknown: the consumer lag (/metrics, the dashboard) takes the fetcher's."""
+
+    class Seen(Client):
+        def highwater(self, tp: TopicPartition) -> int:
+            return {TopicPartition(C, 0): 120}[tp]
+
+    f = fetcher(Owner())
+    assert f.highwater(TP(C, 0)) is None  # not started
+    f._consumer = Seen()  # type: ignore[assignment]
+    f._assigned = frozenset({TP(C, 0)})
+    assert (f.highwater(TP(C, 0)), f.highwater(TP(C, 1))) == (120, None)

@@ -133,6 +133,14 @@ class BulkConsumer(faust_aiokafka.Consumer):
                 return {}
         return await super()._getmany(active_partitions, timeout)
 
+    def highwater(self, tp: TP) -> int | None:
+        """The high-water mark of `tp` as its reader last saw it: the bulk topics' fetcher's
+        (Faust's client never fetches those), else Faust's client's."""
+        for fetcher in self.fetchers:
+            if fetcher.mine([tp]):
+                return fetcher.highwater(tp)
+        return super().highwater(tp)
+
     def _read_directly(self, tps: Iterable[TP]) -> set[TP]:
         return {tp for tp in tps if tp.topic in self.app.bulk_handlers}
 

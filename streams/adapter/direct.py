@@ -79,6 +79,12 @@ class DirectFetcher:
         for tp in revoked:
             self.next.pop(tp, None)
 
+    def highwater(self, tp: TP) -> int | None:
+        """The partition's high-water mark in the last fetch response (None: not read here)."""
+        if self._consumer is None or tp not in self._assigned:
+            return None
+        return self._consumer.highwater(TopicPartition(tp.topic, tp.partition))
+
     async def settled(self) -> None:
         """The delivery in hand handled (its acks then follow the bulk consumer's effects)."""
         delivery = self._delivery

@@ -55,12 +55,17 @@ def test_page_time_beacon_new_user_and_comment_routes(stack: Stack) -> None:
         assert reason in answer["error"]
     health = worker.get("/health")[1]
     assert health["status"] == "ok"
-    # Outside recovery the Kafka client fetches no changelog, or records nobody takes would defer
-    # every fetch by aiokafka's prefetch backoff: the users and comments changelogs (4 partitions
-    # each) and the counters changelog (1) are paused in the client, nothing else is.
+    # Outside recovery Faust's Kafka client fetches no changelog, or records nobody takes would
+    # defer every fetch by aiokafka's prefetch backoff: the users and comments changelogs (4
+    # partitions each) and the counters changelog (1) are paused in it. So are the six bulk
+    # topics (4 partitions each), read by their fetchers on the event loop; nothing else is.
     paused = health["paused_partitions"]
-    assert len(paused) == 4 + 4 + 1, paused
-    assert all(p.split("[")[0].endswith("-changelog") for p in paused), paused
+    bulk = ("page-times", "new-users", "user-commands", "comments", "comment-reviews")
+    bulk += ("comment-commands",)
+    changelogs = [p for p in paused if p.split("[")[0].endswith("-changelog")]
+    assert len(changelogs) == 4 + 4 + 1, paused
+    expected = sorted(f"{stack.settings.topic(t)}[{p}]" for t in bulk for p in range(4))
+    assert sorted(set(paused) - set(changelogs)) == expected
 
 
 def test_bearer_token_guards_writes_and_dashboard(stack: Stack) -> None:

@@ -159,8 +159,9 @@ def report(name: str, rate: float, seconds: float, sent: dict, labelled: dict) -
     # When the slow ones were: the end-to-end p99 of each 5 s of the run.
     at = np.array([sent[k] for k in labelled])
     window = ((at - at.min()) // 5).astype(int)
-    p99s = [np.percentile(end_to_end[window == w], 99) for w in range(window.max() + 1)]
-    print("  end-to-end p99 per 5 s: " + " ".join(f"{p:.0f}" for p in p99s), flush=True)
+    p99s = [end_to_end[window == w] for w in range(window.max() + 1)]
+    shown = (f"{np.percentile(x, 99):.0f}" if x.size else "-" for x in p99s)  # "-": none sent
+    print("  end-to-end p99 per 5 s: " + " ".join(shown), flush=True)
 
 
 def wait_for_filter(port: int) -> None:

@@ -146,8 +146,10 @@ class Fetching(Client):
         super().__init__()
         self.fetches: asyncio.Queue[dict] = asyncio.Queue()
         self.taken = 0
+        self.asked: list[int | None] = []  # max_records of each call
 
-    async def getmany(self, timeout_ms: int) -> dict:
+    async def getmany(self, timeout_ms: int, max_records: int | None = None) -> dict:
+        self.asked.append(max_records)
         if timeout_ms == 0 and self.fetches.empty():
             return {}
         fetched = await self.fetches.get()
@@ -198,6 +200,7 @@ def test_the_next_fetch_is_taken_during_a_delivery_and_the_next_delivery_waits()
         for _ in range(10):
             await asyncio.sleep(0)
         assert owner.delivered == [[0], [1, 2]]  # one delivery: each costs a round trip
+        assert 9 in client.asked  # a delivery holds at most a fetch's records (10, conf)
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
 

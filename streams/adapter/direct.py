@@ -144,8 +144,10 @@ class DirectFetcher:
             future, generation = fetch
             fetched = await future
             fetch = None
-            if fetched:  # and what came since, for one delivery (each costs a round trip)
-                for tp, records in (await consumer.getmany(timeout_ms=0)).items():
+            room = self.owner.app.conf.broker_max_poll_records - sum(map(len, fetched.values()))
+            if fetched and room > 0:  # and what came since, in one delivery (each costs a round
+                # trip) of at most a fetch's records (its memory is the worker's high-water mark)
+                for tp, records in (await consumer.getmany(timeout_ms=0, max_records=room)).items():
                     fetched.setdefault(tp, []).extend(records)
             bulk = self._deliverable(fetched, generation)
             if bulk:

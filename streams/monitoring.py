@@ -80,7 +80,8 @@ class HealthView(View):
             "status": "ok" if ready else "starting",
             "uptime_s": round(time.time() - STARTED, 3),
             "assigned_partitions": len(app.consumer.assignment()) if ready else 0,
-            # Not fetched by the Kafka client: outside recovery, exactly the tables' changelogs.
+            # Not fetched by Faust's Kafka client: outside recovery, exactly the tables'
+            # changelogs and the bulk topics (read by their own fetchers, streams.adapter.direct).
             "paused_partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in paused),
         }
         return self.json(body, status=200 if ready else 503)

@@ -72,6 +72,11 @@ class BulkConsumer(faust_aiokafka.Consumer):
     # transaction markers, committable), so each ack waits for the one before it: the last ones
     # stand for them all.
     _last_ack: dict[TP, asyncio.Future] | None = None
+    # One fetcher per bulk handler, set by App._new_consumer: each fetch carries only its
+    # handler's partitions (aiokafka decodes every partition's header of a response in Python),
+    # and a busy handler's large fetches never hold up another's records.
+    fetchers: tuple[DirectFetcher, ...] = ()
+
 
     def reap_acks(self) -> None:
         """Forget the acks done; a failed one (its effects were not written) is raised here and
@@ -93,11 +98,6 @@ class BulkConsumer(faust_aiokafka.Consumer):
             await fetcher.settled()
         await self._settled()
         await super().wait_empty()
-
-    # One fetcher per bulk handler, set by App._new_consumer: each fetch carries only its
-    # handler's partitions (aiokafka decodes every partition's header of a response in Python),
-    # and a busy handler's large fetches never hold up another's records.
-    fetchers: tuple[DirectFetcher, ...] = ()
 
     def pause_partitions(self, tps: Iterable[TP]) -> None:
         tps = set(tps)

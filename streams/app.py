@@ -14,7 +14,7 @@ import gc
 import logging
 import socket
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from mode.utils.logging import level_number
 
 from streams import topics as t
 from streams.adapter import stores
-from streams.adapter.bulk import App, BatchProducer, set_producer_backlog
+from streams.adapter.bulk import App, BatchProducer, Coalescer, set_producer_backlog
 from streams.records import dumps_json
 from streams.settings import Settings
 
@@ -63,8 +63,16 @@ class Wiring:
     # at a time per broker and client, so a fetch's labels queued behind the previous fetch's
     # changelog write (bench/moderation.py: ~1 ms of every label's wait).
     changelog_producer: BatchProducer
+    # Changelog writes of handlers that only hand them on to their acks (streams.moderation),
+    # merged over CHANGELOG_LINGER_SECONDS (see store_rows).
+    coalesced_changelog: Coalescer
     topics: dict[str, faust.TopicT]
 
+
+# How long a coalesced changelog write waits for more rows: far below Faust's commit interval
+# (the acks it holds back are committed no later), and at 500 comments/s it merges the writes of
+# ~10 fetches into one produce request (bench/moderation.py).
+CHANGELOG_LINGER_SECONDS = 0.02
 
 _wiring: Wiring | None = None
 # The configured names (module attributes served by __getattr__ from the Wiring).
@@ -104,7 +112,8 @@ def configure(s: Settings) -> App:
     per_batch = 1 if s.kafka_embedded else 0
     producer = BatchProducer(records_per_batch=per_batch, **s.aiokafka_config())
     changelogs = BatchProducer(records_per_batch=per_batch, **s.aiokafka_config())
-    _wiring = Wiring(s, built, asyncio.Event(), producer, changelogs, topics)
+    coalesced = Coalescer(_write_coalesced, CHANGELOG_LINGER_SECONDS)
+    _wiring = Wiring(s, built, asyncio.Event(), producer, changelogs, coalesced, topics)
     built.task(_restore_root_log_level)
     built.task(_tune_garbage_collector)
     built.on_before_shutdown.connect(_stop_batch_producer)
@@ -207,10 +216,13 @@ def store_rows(
     partition: int,
     rows: list[tuple[bytes, Any | None]],
     encoded: list[bytes | None] | None = None,
-) -> Coroutine[Any, Any, None]:
+    coalesce: bool = False,
+) -> Awaitable[None]:
     """:func:`write_rows`' first half, at once: the (non-empty) rows stored; returns their
     changelog write, to await, or for a bulk handler to hand on as its effect in flight (its
-    records are acked once the rows are written while the next fetch is already handled)."""
+    records are acked once the rows are written while the next fetch is already handled).
+    `coalesce`: the write is merged with the other coalesced writes of the next
+    CHANGELOG_LINGER_SECONDS, for a handler that does not await it."""
     if encoded is None:
         encoded = [None if value is None else dumps_json(value) for _, value in rows]
     store = table.data
@@ -226,7 +238,15 @@ def store_rows(
                 del store[key]
     topic = table.changelog_topic.get_topic_name()
     records = [(key, value) for (key, _), value in zip(rows, encoded, strict=True)]
+    if coalesce:
+        return wiring().coalesced_changelog.add((store, topic, partition), records)
     return _send_changelog(store, topic, partition, records)
+
+
+async def _write_coalesced(
+    target: tuple[Any, str, int], records: list[tuple[bytes, bytes | None]]
+) -> None:
+    await _send_changelog(*target, records)
 
 
 async def _send_changelog(

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -183,7 +183,7 @@ def _account(partition: int, old: dict | None, new: dict) -> str | None:
 
 
 @app.bulk(moderation_events)
-async def moderate(partition: int, records: list[Any]) -> asyncio.Future | None:
+async def moderate(partition: int, records: list[Any]) -> Awaitable[None] | None:
     """One partition's comments and reviews of one fetch (bulk delivery): label the new comments
     with one vectorised call per filter, store the rows, account the reviews."""
     await models_ready.wait()
@@ -235,18 +235,22 @@ async def moderate(partition: int, records: list[Any]) -> asyncio.Future | None:
         if (example := _example_of(key, originals[key], row)) is not None
     ]
     # The three topics at once: one broker round trip per fetch instead of three in a row.
-    await asyncio.gather(
-        batch_producer.send_keyed(LABELS, labels),
-        batch_producer.send_keyed(QUEUE, queue_records(rows, originals)),
-        batch_producer.send_keyed(EXAMPLES, examples),
+    await _all(
+        [
+            batch_producer.send_keyed(topic, records)
+            for topic, records in (
+                (LABELS, labels),
+                (QUEUE, queue_records(rows, originals)),
+                (EXAMPLES, examples),
+            )
+            if records
+        ]
     )
     mirror_labels(labels)
     changed_filters = {_account(partition, originals[key], row or {}) for key, row in rows.items()}
     rows_written = None
     if rows:  # the changelog write starts now; the records are acked once it is done
-        rows_written = asyncio.ensure_future(
-            store_rows(comments_table, partition, list(rows.items()))
-        )
+        rows_written = store_rows(comments_table, partition, list(rows.items()), coalesce=True)
     for name in changed_filters - {None}:
         stats = review_stats[(name, partition)]
         send_total(f"spam:{name}", partition, stats["reviews"], stats)
@@ -256,6 +260,14 @@ async def moderate(partition: int, records: list[Any]) -> asyncio.Future | None:
         EVENTS.labels(topic=topic).inc(count)
     BATCH_SECONDS.labels(agent="moderation").observe(time.perf_counter() - start)
     return rows_written  # the next fetch is labelled meanwhile
+
+
+async def _all(sends: list[Awaitable[None]]) -> None:
+    """Await the sends; a lone one (a fetch's labels, usually) without gather's task."""
+    if len(sends) == 1:
+        await sends[0]
+    elif sends:
+        await asyncio.gather(*sends)
 
 
 def _example_of(

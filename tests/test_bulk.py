@@ -15,7 +15,7 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from streams.adapter.bulk import BulkConsumer
+from streams.adapter.bulk import BulkConsumer, Coalescer
 
 A, B, OTHER = "smartstream-page-times", "smartstream-new-users", "smartstream-comments"
 
@@ -262,3 +262,73 @@ def test_a_write_completed_after_a_rebalance_acks_nothing() -> None:
         assert committed(c, TP(A, 0)) is None
 
     asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
+class Writes:
+    """A fake write target: records what each write got; a write waits for `gate` when set."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, list[tuple[bytes, bytes | None]]]] = []
+        self.gate: asyncio.Event | None = None
+        self.fail: Exception | None = None
+
+    async def __call__(self, target: Any, records: list[tuple[bytes, bytes | None]]) -> None:
+        self.calls.append((target, records))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+
+
+def test_coalesced_writes_are_merged_per_target_with_each_key_latest() -> None:
+    async def scenario() -> None:
+        writes = Writes()
+        merged = Coalescer(writes, linger=0.01)
+        first = merged.add(("t", 0), [(b"a", b"1"), (b"b", b"1")])
+        second = merged.add(("t", 0), [(b"a", b"2"), (b"c", None)])
+        other = merged.add(("t", 1), [(b"x", b"1")])
+        assert first is second is other and not first.done()
+        await asyncio.wait_for(first, 1)
+        assert sorted(writes.calls) == [
+            (("t", 0), [(b"a", b"2"), (b"b", b"1"), (b"c", None)]),
+            (("t", 1), [(b"x", b"1")]),
+        ]
+        later = merged.add(("t", 0), [(b"a", b"3")])  # a new merge after the flush
+        assert later is not first
+        await asyncio.wait_for(later, 1)
+        assert writes.calls[-1] == (("t", 0), [(b"a", b"3")])
+
+    asyncio.run(scenario())
+
+
+def test_a_coalesced_write_starts_after_the_previous_one_is_written() -> None:
+    async def scenario() -> None:
+        writes = Writes()
+        writes.gate = asyncio.Event()
+        merged = Coalescer(writes, linger=0.001)
+        first = merged.add("t", [(b"a", b"1")])
+        while not writes.calls:  # the first write began and hangs at the gate
+            await asyncio.sleep(0.001)
+        second = merged.add("t", [(b"a", b"2")])
+        await asyncio.sleep(0.05)  # well past the linger: the second flush is due
+        assert len(writes.calls) == 1 and not second.done()
+        writes.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 1)
+        assert writes.calls == [("t", [(b"a", b"1")]), ("t", [(b"a", b"2")])]
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_coalesced_write_fails_its_callers() -> None:
+    async def scenario() -> None:
+        writes = Writes()
+        writes.fail = OSError("broker gone")
+        merged = Coalescer(writes, linger=0.001)
+        done = merged.add("t", [(b"a", b"1")])
+        with pytest.raises(OSError, match="broker gone"):
+            await asyncio.wait_for(done, 1)
+        writes.fail = None
+        await asyncio.wait_for(merged.add("t", [(b"a", b"2")]), 1)  # the next one is written
+        assert writes.calls[-1] == ("t", [(b"a", b"2")])
+
+    asyncio.run(scenario())

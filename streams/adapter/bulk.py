@@ -204,6 +204,10 @@ class BulkConsumer(faust_aiokafka.Consumer):
         groups: dict[tuple[BulkHandler, int], list[TP]] = defaultdict(list)
         for tp in bulk:
             groups[(self.app.bulk_handlers[tp.topic], tp.partition)].append(tp)
+        if len(groups) == 1:  # a lone partition (a quiet topic's usual fetch): no task for it
+            [(handler, partition)] = groups
+            await self._deliver_partition(handler, partition, bulk, generation)
+            return
         await asyncio.gather(
             *(
                 self._deliver_partition(handler, p, {tp: bulk[tp] for tp in tps}, generation)
@@ -396,6 +400,8 @@ class BatchProducer:
                 batch.append(key=key, value=value, timestamp=None)
         if batch.record_count():
             futures.append(await producer.send_batch(batch, topic, partition=partition))
+        if len(futures) == 1:  # no gather (a task) for the usual lone batch
+            return (await futures[0]).offset
         results = await asyncio.gather(*futures)
         return results[-1].offset if results else -1
 
@@ -415,12 +421,73 @@ class BatchProducer:
         for key, value, fallback in records:
             partition = fallback % count if key is None else key_partition(key, count)
             by_partition[partition].append((key, value))
+        if len(by_partition) == 1:  # no task for a lone partition (one comment's label)
+            [(partition, batch)] = by_partition.items()
+            await self.send(topic, partition, batch)
+            return
         await asyncio.gather(*(self.send(topic, p, batch) for p, batch in by_partition.items()))
 
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+
+class Coalescer:
+    """Writes that no handler waits for (their records' acks do), merged: the records given
+    within `linger` seconds are written together, a batch per target in one produce request
+    instead of a request per handler call, and a key given twice is written once with its
+    latest value (the targets are compacted changelogs: only a key's latest value counts).
+
+    Why: at 500 comments/s almost every fetch holds one comment, and its row's changelog write
+    was a produce request and response of its own on the worker's event loop. Each merged
+    write starts after the previous one, so a target's records reach Kafka in call order; a
+    failed write fails the futures of its calls (their records are never acked)."""
+
+    def __init__(
+        self,
+        write: Callable[[Any, list[tuple[bytes, bytes | None]]], Awaitable[None]],
+        linger: float,
+    ) -> None:
+        self._write = write
+        self.linger = linger
+        self._pending: dict[Any, dict[bytes, bytes | None]] = {}
+        self._done: asyncio.Future | None = None
+        self._last: asyncio.Future | None = None
+
+    def add(self, target: Any, records: list[tuple[bytes, bytes | None]]) -> asyncio.Future:
+        """Queue `records` for `target` (hashable); the future is done once they are written."""
+        self._pending.setdefault(target, {}).update(records)
+        if self._done is None:
+            loop = asyncio.get_running_loop()
+            self._done = loop.create_future()
+            loop.call_later(self.linger, self._flush)
+        return self._done
+
+    def _flush(self) -> None:
+        pending, done, previous = self._pending, self._done, self._last
+        self._pending, self._done = {}, None
+        assert done is not None
+        self._last = written = asyncio.ensure_future(self._write_all(pending, previous))
+        written.add_done_callback(lambda task: _settle(done, task))
+
+    async def _write_all(
+        self, pending: dict[Any, dict[bytes, bytes | None]], previous: asyncio.Future | None
+    ) -> None:
+        if previous is not None:  # its failure is its own calls' (the consumer stops on it)
+            await asyncio.gather(previous, return_exceptions=True)
+        await asyncio.gather(*(self._write(t, list(rows.items())) for t, rows in pending.items()))
+
+
+def _settle(done: asyncio.Future, task: asyncio.Future) -> None:
+    if done.done():
+        return
+    if task.cancelled():
+        done.cancel()
+    elif task.exception() is not None:
+        done.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        done.set_result(None)
 
 
 def _succeeded(future: asyncio.Future) -> bool:

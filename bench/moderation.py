@@ -159,8 +159,8 @@ def report(name: str, rate: float, seconds: float, sent: dict, labelled: dict) -
     # When the slow ones were: the end-to-end p99 of each 5 s of the run.
     at = np.array([sent[k] for k in labelled])
     window = ((at - at.min()) // 5).astype(int)
-    p99s = [end_to_end[window == w] for w in range(window.max() + 1)]
-    shown = (f"{np.percentile(x, 99):.0f}" if x.size else "-" for x in p99s)  # "-": none sent
+    windows = [end_to_end[window == w] for w in range(window.max() + 1)]
+    shown = (f"{np.percentile(x, 99):.0f}" if x.size else "-" for x in windows)  # "-": none sent
     print("  end-to-end p99 per 5 s: " + " ".join(shown), flush=True)
 
 

@@ -33,6 +33,7 @@ from faust.web import Request, Response, View
 
 from models.spam import METRIC_NAMES, PRESETS, SpamFilter
 from streams import topics as t
+from streams.adapter.bulk import gathered
 from streams.app import (
     app,
     batch_producer,
@@ -235,7 +236,7 @@ async def moderate(partition: int, records: list[Any]) -> Awaitable[None] | None
         if (example := _example_of(key, originals[key], row)) is not None
     ]
     # The three topics at once: one broker round trip per fetch instead of three in a row.
-    await _all(
+    await gathered(
         [
             batch_producer.send_keyed(topic, records)
             for topic, records in (
@@ -260,14 +261,6 @@ async def moderate(partition: int, records: list[Any]) -> Awaitable[None] | None
         EVENTS.labels(topic=topic).inc(count)
     BATCH_SECONDS.labels(agent="moderation").observe(time.perf_counter() - start)
     return rows_written  # the next fetch is labelled meanwhile
-
-
-async def _all(sends: list[Awaitable[None]]) -> None:
-    """Await the sends; a lone one (a fetch's labels, usually) without gather's task."""
-    if len(sends) == 1:
-        await sends[0]
-    elif sends:
-        await asyncio.gather(*sends)
 
 
 def _example_of(

@@ -15,7 +15,7 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from streams.adapter.bulk import BulkConsumer, Coalescer
+from streams.adapter.bulk import BulkConsumer, Coalescer, gathered
 
 A, B, OTHER = "smartstream-page-times", "smartstream-new-users", "smartstream-comments"
 
@@ -330,5 +330,23 @@ def test_a_failed_coalesced_write_fails_its_callers() -> None:
         writes.fail = None
         await asyncio.wait_for(merged.add("t", [(b"a", b"2")]), 1)  # the next one is written
         assert writes.calls[-1] == ("t", [(b"a", b"2")])
+
+    asyncio.run(scenario())
+
+
+def test_gathered_gives_every_result_in_order_and_raises_a_failure() -> None:
+    async def value(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    async def fails() -> int:
+        raise OSError("broker gone")
+
+    async def scenario() -> None:
+        assert await gathered([]) == []
+        assert await gathered([value(1)]) == [1]
+        assert await gathered([value(1), value(2)]) == [1, 2]
+        with pytest.raises(OSError, match="broker gone"):
+            await gathered([fails()])
 
     asyncio.run(scenario())
